@@ -1,0 +1,104 @@
+package repo
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/pierrec/lz4/v4"
+)
+
+// BlobType tells data blocks from block tables; it is bound into each
+// blob's authentication data so one cannot be passed off as the other.
+type BlobType uint8
+
+const (
+	BlobData  BlobType = 1 // a disk block
+	BlobTable BlobType = 2 // a block table (see table.go)
+)
+
+func (t BlobType) String() string {
+	switch t {
+	case BlobData:
+		return "data"
+	case BlobTable:
+		return "table"
+	}
+	return fmt.Sprintf("type%d", uint8(t))
+}
+
+const (
+	codecRaw = 0
+	codecLZ4 = 1
+	// maxBlobSize bounds what a decoder will allocate for one blob.
+	maxBlobSize = 64 << 20
+)
+
+// blobCodec turns plaintext blobs into stored bytes and back. Encoding:
+//
+//	plain   := codec(1) payload
+//	payload := data                         (codecRaw)
+//	         | uvarint(len(data)) lz4block  (codecLZ4)
+//	stored  := seal(plain, aad = type(1) || id(32))
+type blobCodec struct {
+	seal   *sealer
+	hasher *Hasher
+}
+
+// encode appends the stored form of data to dst; comp may be reused per goroutine.
+func (c *blobCodec) encode(dst []byte, t BlobType, id ID, data []byte, comp *lz4.Compressor) []byte {
+	plain := make([]byte, 0, 1+binary.MaxVarintLen64+lz4.CompressBlockBound(len(data)))
+	plain = append(plain, codecLZ4)
+	plain = binary.AppendUvarint(plain, uint64(len(data)))
+	hdr := len(plain)
+	n, err := comp.CompressBlock(data, plain[hdr:cap(plain)])
+	if err != nil || n == 0 || hdr+n >= len(data)-len(data)/32 {
+		// Incompressible (or lz4 gave up): store as is.
+		plain = append(plain[:0], codecRaw)
+		plain = append(plain, data...)
+	} else {
+		plain = plain[:hdr+n]
+	}
+	return c.seal.seal(dst, plain, blobAAD(t, id))
+}
+
+// decode returns the plaintext of a stored blob after checking that it
+// hashes to id. Anything else is ErrCorrupt.
+func (c *blobCodec) decode(t BlobType, id ID, stored []byte) ([]byte, error) {
+	plain, err := c.seal.open(nil, stored, blobAAD(t, id))
+	if err != nil {
+		return nil, err
+	}
+	if len(plain) == 0 {
+		return nil, fmt.Errorf("%w: empty blob", ErrCorrupt)
+	}
+	var data []byte
+	switch plain[0] {
+	case codecRaw:
+		data = plain[1:]
+	case codecLZ4:
+		size, n := binary.Uvarint(plain[1:])
+		if n <= 0 || size > maxBlobSize {
+			return nil, fmt.Errorf("%w: bad lz4 length", ErrCorrupt)
+		}
+		data = make([]byte, size)
+		got, err := lz4.UncompressBlock(plain[1+n:], data)
+		if err != nil || uint64(got) != size {
+			return nil, fmt.Errorf("%w: lz4: %d of %d bytes: %v", ErrCorrupt, got, size, err)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown codec %d", ErrCorrupt, plain[0])
+	}
+	if c.hasher.Sum(data) != id {
+		return nil, fmt.Errorf("%w: %s blob %s does not match its hash", ErrCorrupt, t, id.Short())
+	}
+	return data, nil
+}
+
+func blobAAD(t BlobType, id ID) []byte {
+	aad := make([]byte, 33)
+	aad[0] = byte(t)
+	copy(aad[1:], id[:])
+	return aad
+}
+
+func newCompressor() *lz4.Compressor { return new(lz4.Compressor) }

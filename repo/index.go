@@ -1,0 +1,237 @@
+package repo
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// index is the badger database in REPO/index mapping blob IDs to pack
+// locations. It is derived data: every fact in it is also in a pack
+// trailer, and `cairn repair index` rebuilds it from the packs alone.
+//
+// Keys and values (integers little-endian):
+//
+//	'b' id(32)   -> pack(16) offset(4) length(4) type(1)   one per blob
+//	'p' pack(16) -> size(8) blobs(4)                        one per merged pack
+type index struct {
+	db       *badger.DB
+	readOnly bool
+}
+
+const (
+	keyBlob = 'b'
+	keyPack = 'p'
+)
+
+type packRecord struct {
+	Size  int64
+	Blobs uint32
+}
+
+// errIndexBusy: another process holds the index in a conflicting mode.
+var errIndexBusy = errors.New("index busy")
+
+func openIndex(dir string, readOnly bool) (*index, error) {
+	opts := badger.DefaultOptions(dir).
+		WithLogger(nil).
+		WithReadOnly(readOnly).
+		WithMemTableSize(8 << 20).
+		WithNumMemtables(2).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(4 << 20).
+		WithValueThreshold(1 << 10). // values are 25 bytes: keep them in the LSM tree
+		WithValueLogFileSize(16 << 20).
+		WithNumCompactors(2).
+		WithNumVersionsToKeep(1).
+		WithDetectConflicts(false)
+	db, err := badger.Open(opts)
+	if err != nil {
+		if strings.Contains(err.Error(), "resource temporarily unavailable") || strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("%w: %v", errIndexBusy, err)
+		}
+		return nil, fmt.Errorf("open index %s: %w", dir, err)
+	}
+	return &index{db: db, readOnly: readOnly}, nil
+}
+
+// openIndexWait retries while another process holds the index briefly.
+func openIndexWait(dir string, readOnly bool, wait time.Duration) (*index, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		ix, err := openIndex(dir, readOnly)
+		if err == nil || !errors.Is(err, errIndexBusy) || time.Now().After(deadline) {
+			return ix, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (ix *index) close() error {
+	if ix == nil || ix.db == nil {
+		return nil
+	}
+	err := ix.db.Close()
+	ix.db = nil
+	return err
+}
+
+func blobKey(id ID) []byte    { return append([]byte{keyBlob}, id[:]...) }
+func packKey(p PackID) []byte { return append([]byte{keyPack}, p[:]...) }
+
+func encodeIndexValue(e packEntry) []byte {
+	v := make([]byte, 25)
+	copy(v, e.Pack[:])
+	binary.LittleEndian.PutUint32(v[16:], e.Offset)
+	binary.LittleEndian.PutUint32(v[20:], e.Length)
+	v[24] = byte(e.Type)
+	return v
+}
+
+func decodeIndexValue(id ID, v []byte) (packEntry, error) {
+	if len(v) != 25 || (BlobType(v[24]) != BlobData && BlobType(v[24]) != BlobTable) {
+		return packEntry{}, fmt.Errorf("%w: index record for %s", ErrCorrupt, id.Short())
+	}
+	var e packEntry
+	e.ID = id
+	copy(e.Pack[:], v[:16])
+	e.Offset = binary.LittleEndian.Uint32(v[16:])
+	e.Length = binary.LittleEndian.Uint32(v[20:])
+	e.Type = BlobType(v[24])
+	return e, nil
+}
+
+// lookup returns where blob id is stored.
+func (ix *index) lookup(id ID) (packEntry, bool, error) {
+	var e packEntry
+	found := false
+	err := ix.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(blobKey(id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			var derr error
+			e, derr = decodeIndexValue(id, v)
+			found = derr == nil
+			return derr
+		})
+	})
+	return e, found, err
+}
+
+// packs returns every merged pack.
+func (ix *index) packs() (map[PackID]packRecord, error) {
+	out := make(map[PackID]packRecord)
+	err := ix.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{keyPack}, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 17 {
+				return fmt.Errorf("%w: index pack key of %d bytes", ErrCorrupt, len(k))
+			}
+			var p PackID
+			copy(p[:], k[1:])
+			err := it.Item().Value(func(v []byte) error {
+				if len(v) != 12 {
+					return fmt.Errorf("%w: index record for pack %s", ErrCorrupt, p)
+				}
+				out[p] = packRecord{Size: int64(binary.LittleEndian.Uint64(v)), Blobs: binary.LittleEndian.Uint32(v[8:])}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// forEachBlob calls fn for every blob record.
+func (ix *index) forEachBlob(fn func(packEntry) error) error {
+	return ix.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{keyBlob}, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 33 {
+				return fmt.Errorf("%w: index blob key of %d bytes", ErrCorrupt, len(k))
+			}
+			var id ID
+			copy(id[:], k[1:])
+			var e packEntry
+			if err := it.Item().Value(func(v []byte) (err error) { e, err = decodeIndexValue(id, v); return }); err != nil {
+				return err
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// addPack records a pack and its blobs in one batch.
+func (ix *index) addPack(id PackID, entries []packEntry, size int64) error {
+	wb := ix.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, e := range entries {
+		if err := wb.Set(blobKey(e.ID), encodeIndexValue(e)); err != nil {
+			return err
+		}
+	}
+	v := make([]byte, 12)
+	binary.LittleEndian.PutUint64(v, uint64(size))
+	binary.LittleEndian.PutUint32(v[8:], uint32(len(entries)))
+	if err := wb.Set(packKey(id), v); err != nil {
+		return err
+	}
+	return wb.Flush()
+}
+
+// removePacks drops the records of packs and of every blob whose record
+// points into them; replace supplies another live copy of a blob, if any.
+func (ix *index) removePacks(gone map[PackID]bool, replace func(ID) (packEntry, bool)) error {
+	var dropped []packEntry
+	err := ix.forEachBlob(func(e packEntry) error {
+		if gone[e.Pack] {
+			dropped = append(dropped, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	wb := ix.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, e := range dropped {
+		if alt, ok := replace(e.ID); ok && !gone[alt.Pack] {
+			err = wb.Set(blobKey(e.ID), encodeIndexValue(alt))
+		} else {
+			err = wb.Delete(blobKey(e.ID))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for p := range gone {
+		if err := wb.Delete(packKey(p)); err != nil {
+			return err
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	return ix.db.Sync()
+}
+
+func isBusy(err error) bool { return errors.Is(err, errIndexBusy) }

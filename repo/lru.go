@@ -1,0 +1,54 @@
+package repo
+
+import (
+	"container/list"
+	"sync"
+)
+
+// lru is a small size-bounded cache, safe for concurrent use.
+type lru[K comparable, V any] struct {
+	mu    sync.Mutex
+	max   int64
+	used  int64
+	ll    *list.List
+	items map[K]*list.Element
+	size  func(V) int64
+}
+
+type lruItem[K comparable, V any] struct {
+	key K
+	val V
+}
+
+func newLRU[K comparable, V any](max int64, size func(V) int64) *lru[K, V] {
+	return &lru[K, V]{max: max, ll: list.New(), items: make(map[K]*list.Element), size: size}
+}
+
+func (c *lru[K, V]) get(k K) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok {
+		c.ll.MoveToFront(e)
+		return e.Value.(*lruItem[K, V]).val, true
+	}
+	var zero V
+	return zero, false
+}
+
+func (c *lru[K, V]) add(k K, v V) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok {
+		c.ll.MoveToFront(e)
+		return
+	}
+	c.items[k] = c.ll.PushFront(&lruItem[K, V]{k, v})
+	c.used += c.size(v)
+	for c.used > c.max && c.ll.Len() > 1 {
+		e := c.ll.Back()
+		it := e.Value.(*lruItem[K, V])
+		c.ll.Remove(e)
+		delete(c.items, it.key)
+		c.used -= c.size(it.val)
+	}
+}

@@ -1,0 +1,190 @@
+package repo
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pierrec/lz4/v4"
+)
+
+// Session writes new blobs and finally one restore point. Any number of
+// sessions, in any number of processes, may write into one repository at
+// once; see doc.go ("Concurrency") for how they share the index.
+//
+// A session must end with Commit or Abort. Until Commit returns, the
+// restore point does not exist; blobs stored so far stay in the repository
+// (in complete, durable packs) and the next session reuses them.
+type Session struct {
+	r       *Repository
+	pw      *packWriter
+	ix      *index              // read-only view of the merged index
+	overlay map[ID]Location     // blobs of packs on disk but not merged
+	live    map[PackID]struct{} // packs on disk when the session started
+	shards  [64]seenShard       // blobs this session stored
+	comp    sync.Pool
+
+	newBlobs, newBytes, storedBytes atomic.Int64
+}
+
+type seenShard struct {
+	mu sync.Mutex
+	m  map[ID]Location
+}
+
+// NewSession starts a writing session. The caller must hold a lock.
+func (r *Repository) NewSession() (*Session, error) {
+	if _, _, err := r.MergeIndex(); err != nil {
+		return nil, err
+	}
+	ix, err := openIndexWait(r.indexDir(), true, time.Minute)
+	if err != nil {
+		return nil, fmt.Errorf("open index: %w", err)
+	}
+	s := &Session{r: r, pw: newPackWriter(r), ix: ix, overlay: make(map[ID]Location), live: make(map[PackID]struct{})}
+	s.comp.New = func() any { return new(lz4.Compressor) }
+	for i := range s.shards {
+		s.shards[i].m = make(map[ID]Location)
+	}
+	if err := s.loadUnmerged(); err != nil {
+		ix.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// loadUnmerged reads the trailers of packs the index does not know yet
+// (written by sessions that could not merge them).
+func (s *Session) loadUnmerged() error {
+	disk, err := s.r.packsOnDisk()
+	if err != nil {
+		return err
+	}
+	known, err := s.ix.packs()
+	if err != nil {
+		return err
+	}
+	for id := range disk {
+		s.live[id] = struct{}{}
+		if _, ok := known[id]; ok {
+			continue
+		}
+		entries, _, err := s.r.loadTrailer(id)
+		if err != nil {
+			continue // damaged pack: don't deduplicate against it
+		}
+		for _, e := range entries {
+			s.overlay[e.ID] = e.Location
+		}
+	}
+	return nil
+}
+
+// Live reports whether loc is in a pack that existed when the session
+// started, so a block recorded there by an earlier restore point can be
+// referenced again without a lookup.
+func (s *Session) Live(loc Location) bool {
+	_, ok := s.live[loc.Pack]
+	return ok
+}
+
+// Find returns where blob id is stored, if the repository has it.
+func (s *Session) Find(id ID) (Location, bool, error) {
+	sh := &s.shards[id[0]&63]
+	sh.mu.Lock()
+	loc, ok := sh.m[id]
+	sh.mu.Unlock()
+	if ok {
+		return loc, true, nil
+	}
+	if loc, ok := s.overlay[id]; ok {
+		return loc, true, nil
+	}
+	e, ok, err := s.ix.lookup(id)
+	if err != nil {
+		return Location{}, false, fmt.Errorf("index lookup: %w", err)
+	}
+	if ok && s.Live(e.Location) {
+		return e.Location, true, nil
+	}
+	return Location{}, false, nil
+}
+
+// Store stores data as blob id unless the repository already has it. It
+// reports whether the blob was new (then loc.Length is its stored size).
+func (s *Session) Store(t BlobType, id ID, data []byte) (loc Location, isNew bool, err error) {
+	if loc, ok, err := s.Find(id); ok || err != nil {
+		return loc, false, err
+	}
+	comp := s.comp.Get().(*lz4.Compressor)
+	stored := s.r.codec.encode(nil, t, id, data, comp)
+	s.comp.Put(comp)
+
+	sh := &s.shards[id[0]&63]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if loc, ok := sh.m[id]; ok { // another worker stored it meanwhile
+		return loc, false, nil
+	}
+	loc, err = s.pw.add(t, id, stored)
+	if err != nil {
+		return Location{}, false, err
+	}
+	sh.m[id] = loc
+	s.newBlobs.Add(1)
+	s.newBytes.Add(int64(len(data)))
+	s.storedBytes.Add(int64(len(stored)))
+	return loc, true, nil
+}
+
+// StoreTable stores a block table and returns its reference.
+func (s *Session) StoreTable(index uint32, entries []BlockEntry) (TableRef, error) {
+	raw := encodeTable(entries)
+	id := s.r.codec.hasher.Sum(raw)
+	loc, _, err := s.Store(BlobTable, id, raw)
+	if err != nil {
+		return TableRef{}, err
+	}
+	return TableRef{Index: index, ID: id, Pack: loc.Pack, Offset: loc.Offset, Length: loc.Length}, nil
+}
+
+// Stored returns what the session has added so far: blobs, their
+// uncompressed bytes, and bytes written to packs.
+func (s *Session) Stored() (blobs, raw, stored int64) {
+	return s.newBlobs.Load(), s.newBytes.Load(), s.storedBytes.Load()
+}
+
+// Commit makes every pack durable, then writes p atomically. p.ID, p.Time,
+// p.Version and p.Host are filled in when empty.
+func (s *Session) Commit(p *RestorePoint) error {
+	if err := s.pw.flush(); err != nil {
+		s.Abort()
+		return err
+	}
+	if p.ID == "" {
+		p.ID = newPointID()
+	}
+	if p.Time.IsZero() {
+		p.Time = time.Now().UTC()
+	}
+	if p.Host == "" {
+		p.Host, _ = os.Hostname()
+	}
+	p.Version = FormatVersion
+	err := s.r.writePoint(p)
+	s.ix.close()
+	if err != nil {
+		return fmt.Errorf("write restore point: %w", err)
+	}
+	// Best effort: merge our packs now; otherwise the next writer does.
+	_, _, _ = s.r.MergeIndex()
+	return nil
+}
+
+// Abort ends the session without a restore point.
+func (s *Session) Abort() {
+	s.pw.abort()
+	s.ix.close()
+}
