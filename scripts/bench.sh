@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# cairn benchmark: one run, side by side, on a realistic disk image.
+#   cat and lz4 -1 of the image (the floor), first backup, second backup after
+#   a few percent of the data changed, restore. Figures: MB/s over the logical
+#   size, ratio to cat, peak RSS, repository growth / changed bytes.
+# Usage: scripts/bench.sh [BIN]   (env: SIZE=8G DATA=3G CHANGE_PCT=3 WORK=.bench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=$(realpath "${1:-bin/cairn}")
+SIZE=${SIZE:-8G}
+DATA=${DATA:-3G}
+CHANGE_PCT=${CHANGE_PCT:-3}
+WORK=$(realpath -m "${WORK:-.bench}")
+mkdir -p "$WORK"
+for t in lz4 /usr/bin/time python3; do
+  command -v "$t" >/dev/null || { echo "bench needs $t (apt-get install lz4 time python3)" >&2; exit 1; }
+done
+
+DISK=$WORK/disk-$SIZE-$DATA.raw
+if [ ! -f "$DISK" ]; then
+  echo "building $DISK ..."
+  scripts/mkdisk.sh --out "$DISK.tmp" --size "$SIZE" --data "$DATA" --seed 7 && mv "$DISK.tmp" "$DISK"
+fi
+IMG=$WORK/vda.raw
+cp --sparse=always "$DISK" "$IMG"
+LOGICAL=$(stat -c %s "$IMG")
+ALLOC=$(( $(stat -c %b "$IMG") * 512 ))
+
+REPO=$WORK/repo
+rm -rf "$REPO" "$WORK/restored.raw"
+export CAIRN_REPO=$REPO CAIRN_PASSWORD=bench
+"$BIN" init --quiet >/dev/null
+
+# timed NAME CMD...: runs CMD, records seconds and peak RSS (KiB).
+declare -A SECS RSS
+timed() {
+  local name=$1; shift
+  local out
+  out=$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )
+  SECS[$name]=${out% *}
+  RSS[$name]=${out#* }
+}
+
+cat "$IMG" >/dev/null # warm the page cache once so every contender reads the same way
+timed cat sh -c "cat '$IMG' >/dev/null"
+timed lz4 sh -c "lz4 -1 -c '$IMG' >/dev/null"
+timed backup1 "$BIN" backup --quiet --vm bench --disk vda="$IMG"
+SIZE1=$(du -sb "$REPO" | cut -f1)
+
+# Change CHANGE_PCT% of the data: random extents of 64 KiB-4 MiB, 4 KiB
+# aligned, inside allocated regions (files), with random content.
+CHANGED=$(python3 - "$IMG" "$CHANGE_PCT" <<'PY'
+import os, random, sys
+path, pct = sys.argv[1], float(sys.argv[2])
+rnd = random.Random(42)
+fd = os.open(path, os.O_RDWR)
+size = os.fstat(fd).st_size
+ext, off = [], 0
+while off < size:
+    try:
+        d = os.lseek(fd, off, os.SEEK_DATA)
+    except OSError:
+        break
+    h = os.lseek(fd, d, os.SEEK_HOLE)
+    ext.append((d, h)); off = h
+total = sum(h - d for d, h in ext)
+target, changed, done = total * pct / 100, 0, set()
+while changed < target:
+    d, h = rnd.choice(ext)
+    if h - d < 1 << 20: continue
+    ln = rnd.randrange(64 << 10, 4 << 20, 4096)
+    o = rnd.randrange(d, max(d + 1, h - ln)) & ~4095
+    ln = min(ln, h - o)
+    if any(not (o + ln <= a or b <= o) for a, b in done): continue
+    done.add((o, o + ln))
+    os.pwrite(fd, os.urandom(ln), o)
+    changed += ln
+os.fsync(fd); os.close(fd)
+print(changed)
+PY
+)
+cat "$IMG" >/dev/null
+timed backup2 "$BIN" backup --quiet --vm bench --disk vda="$IMG"
+SIZE2=$(du -sb "$REPO" | cut -f1)
+RP=$("$BIN" list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["id"])')
+timed restore "$BIN" restore disk --quiet "$RP" vda --to "$WORK/restored.raw"
+cmp "$IMG" "$WORK/restored.raw" || { echo "RESTORE MISMATCH" >&2; exit 1; }
+RALLOC=$(( $(stat -c %b "$WORK/restored.raw") * 512 ))
+
+python3 - "$LOGICAL" "$ALLOC" "$CHANGED" "$SIZE1" "$SIZE2" "$RALLOC" \
+  "${SECS[cat]}" "${SECS[lz4]}" "${SECS[backup1]}" "${SECS[backup2]}" "${SECS[restore]}" \
+  "${RSS[backup1]}" "${RSS[backup2]}" "${RSS[restore]}" <<'PY'
+import sys
+a = sys.argv[1:]
+logical, alloc, changed, size1, size2, ralloc = map(int, a[:6])
+cat, lz4, b1, b2, rs = map(float, a[6:11])
+rss = dict(zip(["backup1", "backup2", "restore"], map(int, a[11:14])))
+print(f"\ncairn bench: {logical/2**30:.1f} GiB image, {alloc/1e9:.2f} GB allocated, {changed/1e6:.0f} MB changed for the second backup\n")
+print(f"{'run':<22}{'seconds':>9}{'MB/s':>9}{'x cat':>8}{'peak RSS':>11}")
+def row(name, s, key=None):
+    mbs = logical / max(s, 1e-3) / 1e6
+    r = f"{rss[key]/1024:.0f} MB" if key else ""
+    print(f"{name:<22}{s:>9.2f}{mbs:>9.0f}{cat/max(s,1e-3):>8.2f}{r:>11}")
+row("cat (floor)", cat); row("lz4 -1", lz4)
+row("cairn backup (first)", b1, "backup1"); row("cairn backup (second)", b2, "backup2"); row("cairn restore", rs, "restore")
+print(f"\nrepository after first backup: {size1/1e9:.2f} GB ({alloc/max(size1,1):.2f}x smaller than the allocated data)")
+print(f"second backup grew the repository by {(size2-size1)/1e6:.1f} MB = {(size2-size1)/max(changed,1):.2f}x the changed bytes")
+print(f"restored image: {ralloc/1e9:.2f} GB allocated of {logical/1e9:.2f} GB (sparse), byte-identical")
+PY
