@@ -145,6 +145,7 @@ func copyBlocks(ctx context.Context, dr *repo.DiskReader, tgt restoreTarget, wri
 	for w := 0; w < workers; w++ {
 		g.Go(func() error {
 			zero := make([]byte, d.BlockSize)
+			buf := make([]byte, d.BlockSize)
 			for j := range jobs {
 				for i, e := range j.ents {
 					b := j.first + int64(i)
@@ -153,7 +154,7 @@ func copyBlocks(ctx context.Context, dr *repo.DiskReader, tgt restoreTarget, wri
 					data := zero[:size]
 					if !e.IsZero() {
 						var err error
-						if data, err = dr.ReadBlock(b); err != nil {
+						if data, err = dr.ReadBlockInto(b, buf); err != nil {
 							return err
 						}
 						o.Progress.Read.Add(int64(e.Length))

@@ -3,6 +3,8 @@ package repo
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
+	"sync"
 
 	"github.com/pierrec/lz4/v4"
 )
@@ -46,25 +48,44 @@ type blobCodec struct {
 
 // encode appends the stored form of data to dst; comp may be reused per goroutine.
 func (c *blobCodec) encode(dst []byte, t BlobType, id ID, data []byte, comp *lz4.Compressor) []byte {
-	plain := make([]byte, 0, 1+binary.MaxVarintLen64+lz4.CompressBlockBound(len(data)))
+	bp := plainPool.Get().(*[]byte)
+	defer plainPool.Put(bp)
+	hdr := 1 + binary.MaxVarintLen64
+	plain := slices.Grow((*bp)[:0], hdr+len(data))
 	plain = append(plain, codecLZ4)
 	plain = binary.AppendUvarint(plain, uint64(len(data)))
-	hdr := len(plain)
-	n, err := comp.CompressBlock(data, plain[hdr:cap(plain)])
-	if err != nil || n == 0 || hdr+n >= len(data)-len(data)/32 {
-		// Incompressible (or lz4 gave up): store as is.
+	hdr = len(plain)
+	// A destination smaller than the bound makes lz4 give up as soon as
+	// the output would not save at least 1/32: incompressible blocks cost
+	// little time.
+	limit := len(data) - len(data)/32 - hdr
+	n, err := 0, error(nil)
+	if limit > 0 {
+		n, err = comp.CompressBlock(data, plain[hdr:hdr+limit])
+	}
+	if err != nil || n == 0 {
 		plain = append(plain[:0], codecRaw)
 		plain = append(plain, data...)
 	} else {
 		plain = plain[:hdr+n]
 	}
+	*bp = plain
 	return c.seal.seal(dst, plain, blobAAD(t, id))
 }
+
+// plainPool holds scratch buffers for blob plaintexts.
+var plainPool = sync.Pool{New: func() any { b := make([]byte, 0, 128<<10); return &b }}
 
 // decode returns the plaintext of a stored blob after checking that it
 // hashes to id. Anything else is ErrCorrupt.
 func (c *blobCodec) decode(t BlobType, id ID, stored []byte) ([]byte, error) {
-	plain, err := c.seal.open(nil, stored, blobAAD(t, id))
+	return c.decodeInto(nil, t, id, slices.Clone(stored))
+}
+
+// decodeInto is decode writing the plaintext into dst (grown if needed).
+// It decrypts stored in place, destroying it.
+func (c *blobCodec) decodeInto(dst []byte, t BlobType, id ID, stored []byte) ([]byte, error) {
+	plain, err := c.seal.openInPlace(stored, blobAAD(t, id))
 	if err != nil {
 		return nil, err
 	}
@@ -74,13 +95,13 @@ func (c *blobCodec) decode(t BlobType, id ID, stored []byte) ([]byte, error) {
 	var data []byte
 	switch plain[0] {
 	case codecRaw:
-		data = plain[1:]
+		data = append(dst[:0], plain[1:]...)
 	case codecLZ4:
 		size, n := binary.Uvarint(plain[1:])
 		if n <= 0 || size > maxBlobSize {
 			return nil, fmt.Errorf("%w: bad lz4 length", ErrCorrupt)
 		}
-		data = make([]byte, size)
+		data = slices.Grow(dst[:0], int(size))[:size]
 		got, err := lz4.UncompressBlock(plain[1+n:], data)
 		if err != nil || uint64(got) != size {
 			return nil, fmt.Errorf("%w: lz4: %d of %d bytes: %v", ErrCorrupt, got, size, err)

@@ -69,3 +69,20 @@ func (s *sealer) open(dst, sealed, aad []byte) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// openInPlace authenticates and decrypts sealed, reusing its memory; the
+// returned plaintext aliases sealed.
+func (s *sealer) openInPlace(sealed, aad []byte) ([]byte, error) {
+	if s.aead == nil {
+		return sealed, nil
+	}
+	if len(sealed) < nonceSize+s.aead.Overhead() {
+		return nil, fmt.Errorf("%w: sealed data too short (%d bytes)", ErrCorrupt, len(sealed))
+	}
+	ct := sealed[nonceSize:]
+	out, err := s.aead.Open(ct[:0], sealed[:nonceSize], ct, aad)
+	if err != nil {
+		return nil, fmt.Errorf("%w: authentication failed", ErrCorrupt)
+	}
+	return out, nil
+}

@@ -106,6 +106,23 @@ func (dr *DiskReader) ReadBlock(b int64) ([]byte, error) {
 	return data, nil
 }
 
+// ReadBlockInto reads block b into dst (grown if needed), bypassing the
+// cache, for callers that stream a whole disk. It returns nil for a zero block.
+func (dr *DiskReader) ReadBlockInto(b int64, dst []byte) ([]byte, error) {
+	e, err := dr.Entry(b)
+	if err != nil || e.IsZero() {
+		return nil, err
+	}
+	data, err := dr.r.LoadBlobInto(dst, BlobData, e.ID, e.Location)
+	if err != nil {
+		return nil, fmt.Errorf("restore point %s disk %s offset %d: %w", dr.point.ID, dr.disk.Name, b*int64(dr.disk.BlockSize), err)
+	}
+	if len(data) != dr.blockLen(b) {
+		return nil, fmt.Errorf("%w: restore point %s disk %s block %d has %d bytes, want %d", ErrCorrupt, dr.point.ID, dr.disk.Name, b, len(data), dr.blockLen(b))
+	}
+	return data, nil
+}
+
 // ReadAt implements io.ReaderAt over the disk's bytes.
 func (dr *DiskReader) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"sync"
 )
 
@@ -79,11 +80,19 @@ func (c *packFiles) close() {
 // LoadBlob reads the blob at loc and returns its plaintext after verifying
 // that it hashes to id. A mismatch is ErrCorrupt; the bytes are never returned.
 func (r *Repository) LoadBlob(t BlobType, id ID, loc Location) ([]byte, error) {
-	buf := make([]byte, loc.Length)
+	return r.LoadBlobInto(nil, t, id, loc)
+}
+
+// LoadBlobInto is LoadBlob decoding into dst (grown if too small).
+func (r *Repository) LoadBlobInto(dst []byte, t BlobType, id ID, loc Location) ([]byte, error) {
+	bp := plainPool.Get().(*[]byte)
+	defer plainPool.Put(bp)
+	buf := slices.Grow((*bp)[:0], int(loc.Length))[:loc.Length]
+	*bp = buf
 	if err := r.packs.readAt(loc.Pack, buf, int64(loc.Offset)); err != nil {
 		return nil, err
 	}
-	data, err := r.codec.decode(t, id, buf)
+	data, err := r.codec.decodeInto(dst, t, id, buf)
 	if err != nil {
 		return nil, fmt.Errorf("blob %s in pack %s at offset %d: %w", id.Short(), loc.Pack, loc.Offset, err)
 	}

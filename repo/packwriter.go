@@ -33,7 +33,7 @@ type openPack struct {
 }
 
 func newPackWriter(r *Repository) *packWriter {
-	return &packWriter{r: r, sem: make(chan struct{}, 2)}
+	return &packWriter{r: r, sem: make(chan struct{}, 4)}
 }
 
 // add stores one sealed blob and returns its location. The location is
@@ -84,8 +84,8 @@ func (w *packWriter) create() (*openPack, error) {
 // finish seals the trailer and makes the pack durable in the background.
 func (w *packWriter) finish(p *openPack) {
 	w.finishWG.Add(1)
-	w.sem <- struct{}{}
 	go func() {
+		w.sem <- struct{}{}
 		defer func() { <-w.sem; w.finishWG.Done() }()
 		if err := w.r.finishPack(p); err != nil {
 			w.setErr(err)

@@ -119,8 +119,10 @@ func (s *Session) Store(t BlobType, id ID, data []byte) (loc Location, isNew boo
 		return loc, false, err
 	}
 	comp := s.comp.Get().(*lz4.Compressor)
-	stored := s.r.codec.encode(nil, t, id, data, comp)
+	bp := plainPool.Get().(*[]byte)
+	stored := s.r.codec.encode((*bp)[:0], t, id, data, comp)
 	s.comp.Put(comp)
+	defer func() { *bp = stored[:0]; plainPool.Put(bp) }() // add has written it
 
 	sh := &s.shards[id[0]&63]
 	sh.mu.Lock()

@@ -36,7 +36,8 @@ declare -A SECS RSS
 timed() {
   local name=$1; shift
   local out
-  out=$( { /usr/bin/time -f '%e %M' "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )
+  /usr/bin/time -o "$WORK/time.out" -f '%e %M' "$@" >/dev/null 2>"$WORK/$name.err" || { cat "$WORK/$name.err" >&2; exit 1; }
+  out=$(tail -1 "$WORK/time.out")
   SECS[$name]=${out% *}
   RSS[$name]=${out#* }
 }
