@@ -98,7 +98,12 @@ func (c *blobCodec) decodeInto(dst []byte, t BlobType, id ID, stored []byte) ([]
 		data = append(dst[:0], plain[1:]...)
 	case codecLZ4:
 		size, n := binary.Uvarint(plain[1:])
-		if n <= 0 || size > maxBlobSize {
+		// An lz4 block expands at most 255-fold (a length byte adds at most
+		// 255 bytes of match), so a larger claim is corrupt and must not
+		// make a few bytes allocate up to maxBlobSize. Size 0 is corrupt too
+		// (encode stores empty data raw) and must not reach lz4: Grow(nil, 0)
+		// is nil, and the amd64 decoder writes through a nil dst.
+		if n <= 0 || size == 0 || size > maxBlobSize || size > 255*uint64(len(plain)-1-n) {
 			return nil, fmt.Errorf("%w: bad lz4 length", ErrCorrupt)
 		}
 		data = slices.Grow(dst[:0], int(size))[:size]

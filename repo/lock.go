@@ -72,7 +72,7 @@ func (r *Repository) Lock(ctx context.Context, mode LockMode, wait time.Duration
 		}
 		if time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("%w: %s needs a %s lock, held by: %s; wait for it to finish or pass --lock-wait",
+			return nil, fmt.Errorf("%w: %s needs the %s lock, held by: %s; wait for it to finish or pass --lock-wait",
 				ErrLocked, what, mode, r.describeHolders())
 		}
 		select {

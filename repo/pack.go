@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 )
 
@@ -107,7 +108,10 @@ func decodeTrailer(pack PackID, b []byte, blobAreaEnd int64) ([]packEntry, error
 			return nil, bad("entry %d length", i)
 		}
 		b = b[n2:]
-		if int64(off) < end || length == 0 || length > maxBlobSize+1024 || int64(off+length) > blobAreaEnd {
+		// Compare without overflow: off and length are arbitrary uint64s,
+		// and an accepted offset must fit a Location's uint32.
+		if off < uint64(end) || length == 0 || length > maxBlobSize+1024 || blobAreaEnd < end ||
+			off > uint64(blobAreaEnd) || length > uint64(blobAreaEnd)-off || off+length > math.MaxUint32 {
 			return nil, bad("entry %d at %d+%d outside the blob area", i, off, length)
 		}
 		end = int64(off + length)

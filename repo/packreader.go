@@ -85,6 +85,11 @@ func (r *Repository) LoadBlob(t BlobType, id ID, loc Location) ([]byte, error) {
 
 // LoadBlobInto is LoadBlob decoding into dst (grown if too small).
 func (r *Repository) LoadBlobInto(dst []byte, t BlobType, id ID, loc Location) ([]byte, error) {
+	// No stored blob is longer than decodeTrailer allows; a longer length
+	// comes from a damaged manifest and must not drive the allocation.
+	if loc.Length == 0 || loc.Length > maxBlobSize+1024 {
+		return nil, fmt.Errorf("%w: blob %s in pack %s at offset %d has implausible length %d", ErrCorrupt, id.Short(), loc.Pack, loc.Offset, loc.Length)
+	}
 	bp := plainPool.Get().(*[]byte)
 	defer plainPool.Put(bp)
 	buf := slices.Grow((*bp)[:0], int(loc.Length))[:loc.Length]

@@ -19,6 +19,7 @@ type packWriter struct {
 	cur      *openPack
 	finishWG sync.WaitGroup
 	sem      chan struct{} // bounds packs being fsynced at once
+	pending  chan struct{} // bounds packs finished but not yet durable
 	errMu    sync.Mutex
 	err      error
 	written  []PackID // packs finished by this writer
@@ -33,7 +34,7 @@ type openPack struct {
 }
 
 func newPackWriter(r *Repository) *packWriter {
-	return &packWriter{r: r, sem: make(chan struct{}, 4)}
+	return &packWriter{r: r, sem: make(chan struct{}, 4), pending: make(chan struct{}, 8)}
 }
 
 // add stores one sealed blob and returns its location. The location is
@@ -84,9 +85,10 @@ func (w *packWriter) create() (*openPack, error) {
 // finish seals the trailer and makes the pack durable in the background.
 func (w *packWriter) finish(p *openPack) {
 	w.finishWG.Add(1)
+	w.pending <- struct{}{} // at most cap(pending) packs wait for the disk; then writers wait too
 	go func() {
 		w.sem <- struct{}{}
-		defer func() { <-w.sem; w.finishWG.Done() }()
+		defer func() { <-w.sem; <-w.pending; w.finishWG.Done() }()
 		if err := w.r.finishPack(p); err != nil {
 			w.setErr(err)
 			return

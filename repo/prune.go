@@ -85,13 +85,21 @@ func (r *Repository) Prune(o PruneOptions) (*PruneReport, error) {
 	del, repack := make(map[PackID]bool), make(map[PackID]bool)
 	for id, u := range use {
 		rep.BytesBefore += u.size
+		// Unused bytes are those of unused blobs: the pack's own header,
+		// trailer and footer are not reclaimable, and counting them made
+		// small fully used packs qualify for repacking on every prune.
+		var blobBytes int64
+		for _, e := range u.entries {
+			blobBytes += int64(e.Length)
+		}
+		unused := blobBytes - u.usedBytes
 		switch {
 		case u.usedBytes == 0:
 			del[id] = true
 			rep.BytesFreed += u.size
-		case float64(u.size-u.usedBytes) > float64(u.size)*o.MaxUnusedPercent/100:
+		case unused > 0 && float64(unused) > float64(u.size)*o.MaxUnusedPercent/100:
 			repack[id] = true
-			rep.BytesFreed += u.size - u.usedBytes
+			rep.BytesFreed += unused
 		}
 	}
 	rep.PacksDeleted, rep.PacksRepacked = len(del), len(repack)
@@ -124,9 +132,9 @@ func (r *Repository) Prune(o PruneOptions) (*PruneReport, error) {
 	if err := ix.removePacks(del, func(id ID) (packEntry, bool) { e, ok := alt[id]; return e, ok }); err != nil {
 		return nil, err
 	}
-	if _, err := r.syncIndex(ix); err != nil { // adds the packs repack wrote
-		return nil, err
-	}
+	// No syncIndex here: the packs repack wrote were added above, and the
+	// doomed packs are still on disk, so a sync would add them back (and
+	// leave the index pointing at packs deleted just below).
 	for id := range del {
 		if err := os.Remove(packPath(r.dir, id)); err != nil && !os.IsNotExist(err) {
 			return nil, fmt.Errorf("delete pack %s: %w", id, err)
@@ -257,10 +265,13 @@ func (r *Repository) rewritePoints(points []*RestorePoint, moved map[Location]Lo
 	return nil
 }
 
-// cleanTmp removes files left in REPO/tmp by killed writers. Only safe
-// under the exclusive lock.
+// cleanTmp removes files left in REPO/tmp by killed writers, and restore
+// point temp files (see writeFileAtomic) that a killed writer never
+// renamed. Only safe under the exclusive lock.
 func (r *Repository) cleanTmp() int {
 	names, _ := filepath.Glob(filepath.Join(r.dir, "tmp", "*"))
+	points, _ := filepath.Glob(filepath.Join(r.dir, "points", ".tmp-*"))
+	names = append(names, points...)
 	n := 0
 	for _, name := range names {
 		if os.Remove(name) == nil {

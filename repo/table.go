@@ -52,7 +52,7 @@ func decodeTable(b []byte, max int) ([]BlockEntry, error) {
 		copy(e.Pack[:], s[32:48])
 		e.Offset = binary.LittleEndian.Uint32(s[48:])
 		e.Length = binary.LittleEndian.Uint32(s[52:])
-		if e.IsZero() != (e.Length == 0) {
+		if e.IsZero() != (e.Length == 0) || (e.IsZero() && e.Location != (Location{})) {
 			return nil, fmt.Errorf("%w: block table entry %d: zero id with a location, or data without one", ErrCorrupt, i)
 		}
 	}

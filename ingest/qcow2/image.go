@@ -134,7 +134,7 @@ func newImage(path string, f *os.File, fileSize int64) (*Image, error) {
 		f:           f,
 		fileSize:    fileSize,
 		hdr:         h,
-		size:        int64(h.size),
+		size:        int64(h.size) &^ 511, // QEMU ignores a partial last sector
 		clusterBits: uint(h.clusterBits),
 		clusterSize: int64(1) << h.clusterBits,
 		extL2:       h.incompatible&incompatExtL2 != 0,

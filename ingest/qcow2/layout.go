@@ -44,8 +44,8 @@ type Layout struct {
 	total               int64 // host clusters in the file
 }
 
-// PlanLayout plans an image of virtual size size with 1<<clusterBits
-// clusters (9..21), where exactly the guest clusters listed in allocated
+// PlanLayout plans an image of virtual size size (a multiple of 512, as
+// QEMU requires) with 1<<clusterBits clusters (9..21), where exactly the guest clusters listed in allocated
 // (sorted ascending, unique, each < ceil(size/clusterSize)) hold data; all
 // other clusters are unallocated and read as zeros. Refcounts are 16 bits
 // wide (refcount_order 4). allocated is copied.
@@ -55,6 +55,11 @@ func PlanLayout(size int64, clusterBits int, allocated []uint64) (*Layout, error
 	}
 	if size < 0 {
 		return nil, fmt.Errorf("qcow2: plan layout: negative virtual size %d", size)
+	}
+	if size%512 != 0 {
+		// QEMU refuses to create such images and reads them as if the
+		// size were rounded down.
+		return nil, fmt.Errorf("qcow2: plan layout: virtual size %d is not a multiple of 512 bytes", size)
 	}
 	l := &Layout{
 		size:        size,
@@ -129,8 +134,10 @@ func (l *Layout) ClusterSize() int { return int(l.clusterSize) }
 // L2 tables: every byte of the host file before the first data cluster.
 // It does not touch the data clusters, so it may run before, after or
 // while they are written. If w has a Truncate(int64) error method (as
-// *os.File does), the file is also sized to FileSize, so a partial last
-// data cluster need not be padded by the caller.
+// *os.File does), the file is also sized to FileSize. Either way a partial
+// last data cluster need not be padded by the caller: QEMU reads the
+// missing tail as zeros and qemu-img check accepts a file that ends inside
+// the last data cluster.
 func (l *Layout) WriteMetadata(w io.WriterAt) error {
 	cw := &chunkWriter{w: w, buf: make([]byte, 0, min(layoutChunk, l.dataStart<<l.clusterBits))}
 	C := int(l.clusterSize)

@@ -98,6 +98,10 @@ func (im *Image) classify(tbl []uint64, u int64) (runKind, int64, uint64, error)
 	if !im.extL2 {
 		switch {
 		case e&l2Zero != 0:
+			if im.hdr.version < 3 {
+				// QEMU treats this as corruption too.
+				return 0, 0, 0, fmt.Errorf("entry %d: %w: zero cluster flag in a version 2 image", ci, ErrCorrupt)
+			}
 			return runZero, 0, 0, nil
 		case host == 0:
 			return runUnalloc, 0, 0, nil
