@@ -50,36 +50,7 @@ SIZE1=$(du -sb "$REPO" | cut -f1)
 
 # Change CHANGE_PCT% of the data: random extents of 64 KiB-4 MiB, 4 KiB
 # aligned, inside allocated regions (files), with random content.
-CHANGED=$(python3 - "$IMG" "$CHANGE_PCT" <<'PY'
-import os, random, sys
-path, pct = sys.argv[1], float(sys.argv[2])
-rnd = random.Random(42)
-fd = os.open(path, os.O_RDWR)
-size = os.fstat(fd).st_size
-ext, off = [], 0
-while off < size:
-    try:
-        d = os.lseek(fd, off, os.SEEK_DATA)
-    except OSError:
-        break
-    h = os.lseek(fd, d, os.SEEK_HOLE)
-    ext.append((d, h)); off = h
-total = sum(h - d for d, h in ext)
-target, changed, done = total * pct / 100, 0, set()
-while changed < target:
-    d, h = rnd.choice(ext)
-    if h - d < 1 << 20: continue
-    ln = rnd.randrange(64 << 10, 4 << 20, 4096)
-    o = rnd.randrange(d, max(d + 1, h - ln)) & ~4095
-    ln = min(ln, h - o)
-    if any(not (o + ln <= a or b <= o) for a, b in done): continue
-    done.add((o, o + ln))
-    os.pwrite(fd, os.urandom(ln), o)
-    changed += ln
-os.fsync(fd); os.close(fd)
-print(changed)
-PY
-)
+CHANGED=$(python3 scripts/mutate.py "$IMG" "$CHANGE_PCT")
 cat "$IMG" >/dev/null
 timed backup2 "$BIN" backup --quiet --vm bench --disk vda="$IMG"
 SIZE2=$(du -sb "$REPO" | cut -f1)
