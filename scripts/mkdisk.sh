@@ -19,9 +19,8 @@
 #   Everything not written by a file system stays a hole in the image.
 #
 # The amount of file data over both partitions is about --data. Generated
-# content, partition/file system UUIDs and the choice of duplicated subtree are
-# determined by --seed; copied files (and so the duplicated subtree) are
-# whatever this machine has.
+# content and partition/file system UUIDs are determined by --seed; copied
+# files (and so the duplicated subtree) are whatever this machine has.
 set -euo pipefail
 
 prog=${0##*/}
@@ -40,8 +39,10 @@ ext4 root partition filling the rest and holding about --data bytes of files.
   --manifest FILE     write "sha256  path" for every regular file of the root
                       file system (paths relative to its root, sorted)
   --seed N            seed for generated content and UUIDs (default 1)
-  --tmpdir DIR        where to stage files (default: the directory of --out);
-                      needs about 2x --data of free space
+  --tmpdir DIR        where to stage files (default: \$TMPDIR, else the
+                      directory of --out); needs about 2x --data of free
+                      space. A tmpfs (--tmpdir /dev/shm) is much faster if
+                      there is that much free memory.
   -q, --quiet         only print the summary line
   -h, --help          this help
 
@@ -119,7 +120,7 @@ need() { # need PACKAGE COMMAND...
 }
 need e2fsprogs mkfs.ext4 e2fsck
 need fdisk sfdisk
-need coreutils dd truncate du sha256sum cksum sort split stat head wc mktemp cp ln
+need coreutils dd truncate du sha256sum cksum sort split stat head wc mktemp cp ln realpath nproc
 need findutils find xargs
 need tar tar
 need perl-base perl
@@ -147,7 +148,7 @@ boot_data=$((data_b * 3 / 100))
 ((boot_data < 2 * MiB)) && boot_data=$((2 * MiB))
 ((boot_data > 48 * MiB)) && boot_data=$((48 * MiB))
 root_data=$((data_b - boot_data))
-((root_data > 4 * MiB)) || die "--data $data is too small (need at least 8M)"
+((data_b >= 8 * MiB)) || die "--data $data is too small (need at least 8M)"
 # ext4 needs room for its journal, inode tables and reserved blocks.
 root_cap=$((root_b * 85 / 100 - 16 * MiB))
 ((root_data <= root_cap)) ||
@@ -160,17 +161,52 @@ island=$((island / 4096 * 4096))
 real_data=$((root_data - rand_data - 2 * dup_each - 3 * island))
 
 # ------------------------------------------------------------------ temp dir
+# Absolute paths: later steps run in other directories.
+out=$(realpath -m -- "$out")
+[[ -n $manifest ]] && manifest=$(realpath -m -- "$manifest")
 out_dir=$(dirname -- "$out")
 [[ -d $out_dir ]] || die "directory $out_dir does not exist"
-tmpbase=${tmpbase:-$out_dir}
+[[ -n $manifest && ! -d ${manifest%/*} ]] && die "directory ${manifest%/*} does not exist"
+tmpbase=${tmpbase:-${TMPDIR:-$out_dir}}
+[[ -d $tmpbase ]] || die "temporary directory $tmpbase does not exist"
+tmpbase=$(realpath -- "$tmpbase")
 tmp=$(mktemp -d "$tmpbase/mkdisk.XXXXXX")
 ok=0
+# descendants PID...: print the PIDs of all processes below the given ones.
+descendants() {
+	local f st pid ppid
+	local -A kids=()
+	for f in /proc/[0-9]*/stat; do
+		{ st=$(<"$f"); } 2>/dev/null || continue
+		pid=${st%% *}
+		st=${st##*) }   # skip "pid (comm) ", comm may contain spaces
+		ppid=${st#* }
+		ppid=${ppid%% *}
+		kids[$ppid]+=" $pid"
+	done
+	local queue=("$@") p c
+	while ((${#queue[@]})); do
+		p=${queue[0]}
+		queue=("${queue[@]:1}")
+		for c in ${kids[$p]:-}; do
+			echo "$c"
+			queue+=("$c")
+		done
+	done
+}
 cleanup() {
 	local rc=$?
-	# Stop background jobs we started (manifest hashing) before removing files.
-	local j
-	for j in $(jobs -p); do kill "$j" 2>/dev/null || true; done
-	wait 2>/dev/null || true
+	set +e
+	trap - INT TERM
+	# Stop what runs in the background (copying, hashing, removing) and the
+	# processes those jobs started, before removing their files.
+	local jl
+	jl=$(jobs -p)
+	if [[ -n $jl ]]; then
+		# shellcheck disable=SC2046
+		kill $(descendants $jl) $jl 2>/dev/null
+		wait 2>/dev/null
+	fi
 	rm -rf -- "$tmp"
 	if ((!ok)); then
 		rm -f -- "$out.mkdisk-tmp"
@@ -186,6 +222,13 @@ stage=$tmp/root
 bstage=$tmp/boot
 mkdir -p "$stage" "$bstage"
 chmod 755 "$stage" "$bstage"
+
+# interruptible CMD...: run a long command in the background and wait for it,
+# so that a signal is handled (and the command killed by cleanup) at once.
+interruptible() {
+	"$@" &
+	wait $!
+}
 
 # --------------------------------------------------------- seeded generators
 # seed_of LABEL -> 32-bit number derived from --seed and LABEL.
@@ -243,36 +286,44 @@ existing=()
 for s in "${sources[@]}"; do
 	[[ -d $s && ! -L $s ]] && existing+=("$s")
 done
-# Skip the output and temp locations if they are inside a source tree.
-excl_out=$(cd -- "$out_dir" && pwd -P)
+# Skip our own output and temp files if they are inside a source tree.
 excl_tmp=$(cd -- "$tmp" && pwd -P)
 
 log "selecting up to $(human "$real_data") of world-readable files from ${existing[*]}"
-# One line per candidate: "SOURCE-INDEX<TAB>SIZE<TAB>path". Only world-readable regular files
-# and symlinks below world-readable directories (no secrets such as
-# /etc/shadow or host keys); names containing newlines or backslashes are
-# skipped so that file lists and the manifest stay line-oriented.
+# One line per candidate: "SOURCE-INDEX<TAB>SIZE<TAB>path". Only
+# world-readable regular files and symlinks below world-readable directories
+# (no secrets such as /etc/shadow or host keys); names containing newlines or
+# backslashes are skipped so that file lists and the manifest stay
+# line-oriented. No source can get more than the whole budget, so the walk of
+# a source stops (in directory order) once it has found that much.
 list_candidates() {
 	local i
 	for i in "${!existing[@]}"; do
 		find "${existing[$i]}" -xdev \
-			\( -path "$excl_out" -o -path "$excl_tmp" -o -name $'*\n*' -o -name '*\\*' \
+			\( -path "$out" -o -path "$out.mkdisk-tmp" -o -path "$excl_tmp" -o -name $'*\n*' -o -name '*\\*' \
 			-o \( -type d ! -perm -o=rx \) -o \( -type d ! -readable \) \) -prune \
 			-o \( -type f -perm -o=r -readable -o -type l \) -printf "$i\t%s\t%p\n" \
-			2>/dev/null | LC_ALL=C sort -t $'\t' -k3 || true
+			2>/dev/null | awk -F '\t' -v b="$real_data" '{ print; s += $2 } s > b * 1.2 { exit }' |
+			LC_ALL=C sort -t $'\t' -k3 || true
 	done
 }
+# mke2fs -d adds directory entries in time linear in the directory size, so a
+# huge directory (e.g. 18k man pages in one folder) makes mkfs quadratic and
+# slow: take at most this many entries of any one directory.
+max_dir_entries=3000
 # Spread the budget over the sources by water-filling: every source gets the
 # same quota L (or all it has, if less), with L chosen so the quotas add up to
 # the budget. Within a source, files are taken in path order while they fit
 # into its quota, so small disks still get a bit of /etc, dpkg, binaries,
 # libraries and /usr/share; what the quotas leave unused is then topped up.
-list_candidates | awk -F '\t' -v budget="$real_data" '
+list_candidates | awk -F '\t' -v budget="$real_data" -v maxdir="$max_dir_entries" -v sizes="$tmp/real.sizes" '
 	{
 		p = substr($0, length($1) + length($2) + 3)
 		if (substr(p, 1, 1) == "/") p = substr(p, 2)
 		if (p in seen) next          # sources overlap (/var/lib/dpkg, /var/lib)
 		seen[p] = 1
+		d = p; sub(/\/[^\/]*$/, "", d)
+		if (++entries[d] > maxdir) next
 		n++; S[n] = $1; Z[n] = $2 + 0; P[n] = p
 		if (!($1 in avail)) order[++ns] = $1
 		avail[$1] += $2
@@ -289,26 +340,40 @@ list_candidates | awk -F '\t' -v budget="$real_data" '
 		for (i = 1; i <= n; i++) {
 			s = S[i]
 			if (used[s] >= quota[s] * 0.999 || Z[i] > quota[s] - used[s]) continue
-			print P[i]; used[s] += Z[i]; total += Z[i]; took[i] = 1
+			took[i] = 1; used[s] += Z[i]; total += Z[i]
 		}
 		# Quotas leave gaps (files that did not fit): top up in order.
 		for (i = 1; i <= n && total < budget * 0.999; i++) {
 			if ((i in took) || Z[i] > budget - total) continue
-			print P[i]; total += Z[i]
+			took[i] = 1; total += Z[i]
 		}
+		for (i = 1; i <= n; i++)
+			if (i in took) printf "%s\t%s\n", Z[i], P[i] > sizes
 		printf "%.0f\n", total > "/dev/stderr"
-	}' >"$tmp/real.list" 2>"$tmp/real.total"
+	}' 2>"$tmp/real.total"
+cut -f2- "$tmp/real.sizes" >"$tmp/real.list"
 real_total=$(<"$tmp/real.total")
 real_count=$(wc -l <"$tmp/real.list")
 log "copying $real_count entries ($(human "$real_total"))"
+# Two tar pipelines in parallel (reading many small files is latency bound).
 # Files that vanish or change while being read are tolerated (tar exit 1).
-set +e
-tar -C / --no-recursion --no-unquote --verbatim-files-from --ignore-failed-read \
-	--warning=no-file-changed --warning=no-file-removed -T "$tmp/real.list" -cf - 2>"$tmp/tar.err" |
-	tar -C "$stage" -xpf -
-st=("${PIPESTATUS[@]}")
-set -e
-((st[0] <= 1 && st[1] == 0)) || { cat "$tmp/tar.err" >&2; die "copying files with tar failed (exit ${st[*]})"; }
+copy_part() {
+	set +e
+	tar -C / --no-recursion --no-unquote --verbatim-files-from --ignore-failed-read \
+		--warning=no-file-changed --warning=no-file-removed -T "$1" -cf - 2>"$1.err" |
+		tar -C "$stage" -xpf - 2>>"$1.err"
+	local st=("${PIPESTATUS[@]}")
+	((st[0] <= 1 && st[1] == 0)) || { echo "tar exit ${st[*]}" >>"$1.err"; return 1; }
+}
+split -n l/2 -d "$tmp/real.list" "$tmp/copy."
+pids=()
+for part in "$tmp"/copy.??; do
+	copy_part "$part" &
+	pids+=($!)
+done
+for k in "${!pids[@]}"; do
+	wait "${pids[$k]}" || { cat "$tmp"/copy.*.err >&2; die "copying files with tar failed"; }
+done
 
 # A root file system skeleton (merged /usr like Debian 12).
 for d in boot dev home/alice/Documents home/alice/Pictures media mnt proc root run srv sys tmp var/tmp \
@@ -336,24 +401,22 @@ if ((dup_each > 0)); then
 		dpath=${best#*$'\t'}
 		name=${dpath##*/}
 		log "duplicating /$dpath ($(human "$dsize")) as /srv/mirror/$name and /home/alice/backup/$name.old"
-		cp -a "$stage/$dpath" "$stage/srv/mirror/$name"
-		cp -a "$stage/$dpath" "$stage/home/alice/backup/$name.old"
+		interruptible cp -a "$stage/$dpath" "$stage/srv/mirror/$name"
+		interruptible cp -a "$stage/$dpath" "$stage/home/alice/backup/$name.old"
 		dup_total=$((2 * dsize))
 	else
 		# No directory of about the right size: copy a run of consecutive
 		# files instead (still a "subtree" of sorted paths).
 		log "duplicating a run of copied files ($(human "$dup_each")) twice"
-		while IFS= read -r p; do
-				[[ -f $stage/$p && ! -L $stage/$p ]] || continue
-				sz=$(stat -c %s -- "$stage/$p")
-				((dup_total + 2 * sz <= 2 * dup_each)) || continue
-				for dst in srv/mirror/files home/alice/backup/files.old; do
-					mkdir -p "$stage/$dst/${p%/*}"
-					cp -p -- "$stage/$p" "$stage/$dst/$p"
-				done
-				dup_total=$((dup_total + 2 * sz))
-				((dup_total < 2 * dup_each * 99 / 100)) || break
-		done <"$tmp/real.list"
+		awk -F '\t' -v t="$dup_each" '
+			{ print substr($0, length($1) + 2); sum += $1 }
+			sum >= t { exit }' "$tmp/real.sizes" >"$tmp/dup.list"
+		for dst in srv/mirror/files home/alice/backup/files.old; do
+			mkdir -p "$stage/$dst"
+			tar -C "$stage" --no-recursion --no-unquote --verbatim-files-from -T "$tmp/dup.list" -cf - |
+				tar -C "$stage/$dst" -xpf -
+		done
+		dup_total=$((2 * $(cd "$stage/srv/mirror/files" && find . -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.0f", s }')))
 	fi
 fi
 
@@ -496,7 +559,7 @@ mkfs.ext4 -F -q -b 4096 -L boot -U "$boot_uuid" -E "hash_seed=$boot_uuid,root_ow
 	-d "$bstage" "$tmp/boot.img" || die "mkfs.ext4 for the boot file system failed"
 rm -rf -- "$bstage"
 truncate -s "$root_b" "$tmp/root.img"
-mkfs.ext4 -F -q -b 4096 -L root -U "$root_uuid" -E "hash_seed=$root_uuid,root_owner=0:0" "${nopt[@]}" \
+interruptible mkfs.ext4 -F -q -b 4096 -L root -U "$root_uuid" -E "hash_seed=$root_uuid,root_owner=0:0" "${nopt[@]}" \
 	-d "$stage" "$tmp/root.img" || die "mkfs.ext4 for the root file system failed (data does not fit?)"
 
 # ------------------------------------------------------ partition table
@@ -504,6 +567,12 @@ log "writing $table partition table"
 img=$out.mkdisk-tmp
 rm -f -- "$img"
 truncate -s "$size_b" "$img"
+# The staging tree is no longer needed: remove it while the image is written.
+if [[ -n $manifest_pid ]]; then
+	wait "$manifest_pid" || die "hashing files for the manifest failed"
+fi
+rm -rf -- "$stage" &
+rm_pid=$!
 sector=512
 if [[ $table == gpt ]]; then
 	label=gpt
@@ -522,13 +591,11 @@ printf 'label: %s\n%s\nunit: sectors\n\n%s\n%s\n' "$label" "$lid" "$p1" "$p2" |
 log "placing file systems at their partition offsets"
 dd if="$tmp/boot.img" of="$img" bs=1M oflag=seek_bytes seek=$((boot_start_mib * MiB)) conv=notrunc,sparse status=none
 rm -f -- "$tmp/boot.img"
-dd if="$tmp/root.img" of="$img" bs=1M oflag=seek_bytes seek=$((root_start_mib * MiB)) conv=notrunc,sparse status=none
+interruptible dd if="$tmp/root.img" of="$img" bs=1M oflag=seek_bytes seek=$((root_start_mib * MiB)) conv=notrunc,sparse status=none
 rm -f -- "$tmp/root.img"
 
-if [[ -n $manifest_pid ]]; then
-	wait "$manifest_pid" || die "hashing files for the manifest failed"
-	mv -f -- "$manifest.mkdisk-tmp" "$manifest"
-fi
+wait "$rm_pid" || true
+[[ -n $manifest ]] && mv -f -- "$manifest.mkdisk-tmp" "$manifest"
 mv -f -- "$img" "$out"
 ok=1
 
