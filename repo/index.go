@@ -50,6 +50,12 @@ func openIndex(dir string, readOnly bool) (*index, error) {
 		WithNumVersionsToKeep(1).
 		WithDetectConflicts(false)
 	db, err := badger.Open(opts)
+	if err != nil && !readOnly && strings.Contains(err.Error(), "while opening memtables") {
+		// A process killed while badger created a memtable file leaves it
+		// empty; the failed open sizes it and a second open succeeds
+		// (dgraph-io/badger#2207).
+		db, err = badger.Open(opts)
+	}
 	if err != nil {
 		if strings.Contains(err.Error(), "resource temporarily unavailable") || strings.Contains(err.Error(), "Cannot acquire directory lock") {
 			return nil, fmt.Errorf("%w: %v", errIndexBusy, err)

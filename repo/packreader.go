@@ -47,7 +47,7 @@ func (c *packFiles) open(id PackID) error {
 	f, err := os.Open(packPath(c.dir, id))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: pack %s is missing (run `cairn check`; `cairn repair index` if the index is stale)", ErrNotFound, id)
+			return fmt.Errorf("%w (%w): pack %s is missing (run `cairn check`; `cairn repair index` if the index is stale)", ErrNotFound, ErrCorrupt, id)
 		}
 		return err
 	}

@@ -66,21 +66,8 @@ func (r *Repository) Prune(o PruneOptions) (*PruneReport, error) {
 		return nil, fmt.Errorf("prune needs every restore point readable: %w", err)
 	}
 	rep.Points, rep.Packs = len(points), len(use)
-	for _, p := range points {
-		err := r.walkPoint(p, func(b blockRef) error {
-			u := use[b.Pack]
-			if u == nil {
-				return fmt.Errorf("%w: %s references missing pack %s; run `cairn check` before pruning", ErrCorrupt, b, b.Pack)
-			}
-			if !u.used[b.Offset] {
-				u.used[b.Offset] = true
-				u.usedBytes += int64(b.Length)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("prune stopped, nothing deleted: %w", err)
-		}
+	if err := r.markUsed(points, use, false); err != nil {
+		return nil, fmt.Errorf("prune stopped, nothing deleted: %w", err)
 	}
 	del, repack := make(map[PackID]bool), make(map[PackID]bool)
 	for id, u := range use {
@@ -113,8 +100,22 @@ func (r *Repository) Prune(o PruneOptions) (*PruneReport, error) {
 	if err := r.rewritePoints(points, moved, rep); err != nil {
 		return nil, err
 	}
-	for id := range repack {
-		del[id] = true
+	// Rewritten block tables leave the old tables (and every blob that was
+	// moved) unused: recount over the points as they are now, and delete
+	// every old pack that nothing uses any more.
+	if len(moved) > 0 {
+		if err := r.markUsed(points, use, true); err != nil {
+			return nil, err
+		}
+		for id, u := range use {
+			if u.usedBytes == 0 && !del[id] {
+				del[id] = true
+				if !repack[id] {
+					rep.PacksDeleted++
+					rep.BytesFreed += u.size
+				}
+			}
+		}
 	}
 	// Forget the doomed packs in the index first (their blobs may survive
 	// elsewhere: the new packs, or duplicates), then delete them.
@@ -279,4 +280,34 @@ func (r *Repository) cleanTmp() int {
 		}
 	}
 	return n
+}
+
+// markUsed records in use which blobs the points reference. With reset it
+// clears earlier marks first and ignores packs not in use (written since).
+func (r *Repository) markUsed(points []*RestorePoint, use map[PackID]*packUse, reset bool) error {
+	if reset {
+		for _, u := range use {
+			u.used, u.usedBytes = make(map[uint32]bool), 0
+		}
+	}
+	for _, p := range points {
+		err := r.walkPoint(p, func(b blockRef) error {
+			u := use[b.Pack]
+			if u == nil {
+				if reset {
+					return nil
+				}
+				return fmt.Errorf("%w: %s references missing pack %s; run `cairn check` before pruning", ErrCorrupt, b, b.Pack)
+			}
+			if !u.used[b.Offset] {
+				u.used[b.Offset] = true
+				u.usedBytes += int64(b.Length)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
