@@ -30,6 +30,7 @@ func App() *ucli.App {
 		Commands: withCommonFlags([]*ucli.Command{
 			initCommand(), backupCommand(), listCommand(), showCommand(), restoreCommand(),
 			checkCommand(), forgetCommand(), pruneCommand(), repairCommand(),
+			mountCommand(), umountCommand(),
 		}),
 		ExitErrHandler: func(*ucli.Context, error) {}, // Main prints and maps errors
 	}

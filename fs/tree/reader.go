@@ -1,0 +1,389 @@
+package tree
+
+import (
+	"container/list"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// How reads work
+//
+// Each (restore point, disk) being read has a source: one repo.DiskReader
+// (with its cache of decoded blocks) and the set of blocks being loaded
+// right now. Sources live in a small LRU pool, so that the memory of the
+// daemon is bounded by the cache budget however many files are open: a
+// handle looks its source up on every read rather than holding it.
+//
+// A handle that reads sequentially (each read starting near where the
+// previous one ended) prefetches the blocks after the read into the
+// DiskReader cache with a pool of workers, in a window that doubles up to
+// a limit, so that decoding (hash check, decompression, decryption) runs
+// in parallel and ahead of the reader. Blocks a read needs that are queued
+// but not started are loaded by the reader itself; blocks a worker is
+// loading are waited for, so no block is decoded twice.
+
+type sourceKey struct{ point, disk string }
+
+type source struct {
+	key  sourceKey
+	dr   *repo.DiskReader
+	bs   int64
+	size int64
+	elem *list.Element
+
+	mu       sync.Mutex
+	inflight map[int64]*fetch
+}
+
+// fetch is a block queued for or being loaded.
+type fetch struct {
+	claimed atomic.Bool // set by whoever loads it
+	done    chan struct{}
+}
+
+type sourcePool struct {
+	r          *repo.Repository
+	maxOpen    int
+	cacheBytes int64 // per source
+
+	mu   sync.Mutex
+	m    map[sourceKey]*source
+	lru  *list.List
+	jobs chan job
+	quit chan struct{}
+	wg   sync.WaitGroup
+}
+
+type job struct {
+	src *source
+	b   int64
+	f   *fetch
+}
+
+const (
+	// perSourceCache is the cache each open disk gets; the budget decides
+	// how many disks stay open.
+	perSourceCache = 64 << 20
+	minOpen        = 4
+	// maxWindow bounds the readahead of one handle, in bytes.
+	maxWindow = 32 << 20
+	// minWindow is the first readahead of a sequential handle, in bytes.
+	minWindow = 1 << 20
+	// seqSlack is how far from the end of the previous read a read may
+	// start and still count as sequential: the kernel sends readahead
+	// requests concurrently, so they arrive slightly out of order.
+	seqSlack = 8 << 20
+)
+
+func newSourcePool(r *repo.Repository, budget int64, workers int) *sourcePool {
+	maxOpen := max(minOpen, int(budget/perSourceCache))
+	p := &sourcePool{
+		r: r, maxOpen: maxOpen, cacheBytes: max(budget/int64(maxOpen), 4<<20),
+		m: make(map[sourceKey]*source), lru: list.New(), quit: make(chan struct{}),
+	}
+	if workers == 0 {
+		workers = min(max(4, 4*runtime.NumCPU()), 32)
+	}
+	if workers > 0 {
+		p.jobs = make(chan job, 4096)
+		for i := 0; i < workers; i++ {
+			p.wg.Add(1)
+			go p.work()
+		}
+	}
+	return p
+}
+
+func (p *sourcePool) close() {
+	p.mu.Lock()
+	select {
+	case <-p.quit:
+	default:
+		close(p.quit)
+	}
+	p.m = make(map[sourceKey]*source)
+	p.lru.Init()
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// get returns the source of disk d of restore point pt, opening it (and
+// closing the least recently used one) if needed.
+func (p *sourcePool) get(pt *repo.RestorePoint, d *repo.Disk) (*source, error) {
+	k := sourceKey{point: pt.ID, disk: d.Name}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s := p.m[k]; s != nil {
+		p.lru.MoveToFront(s.elem)
+		return s, nil
+	}
+	dr, err := p.r.OpenDisk(pt, d.Name, p.cacheBytes)
+	if err != nil {
+		return nil, err
+	}
+	s := &source{key: k, dr: dr, bs: int64(d.BlockSize), size: d.Size, inflight: make(map[int64]*fetch)}
+	s.elem = p.lru.PushFront(s)
+	p.m[k] = s
+	for p.lru.Len() > p.maxOpen {
+		old := p.lru.Remove(p.lru.Back()).(*source)
+		delete(p.m, old.key) // in-flight users finish with it; then it is garbage
+	}
+	return s, nil
+}
+
+// forget drops the sources of a restore point that no longer exists.
+func (p *sourcePool) forget(pointID string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, s := range p.m {
+		if k.point == pointID {
+			p.lru.Remove(s.elem)
+			delete(p.m, k)
+		}
+	}
+}
+
+func (p *sourcePool) work() {
+	defer p.wg.Done()
+	for {
+		select {
+		case <-p.quit:
+			return
+		case j := <-p.jobs:
+			if j.f.claimed.CompareAndSwap(false, true) {
+				j.src.load(j.b, j.f)
+			}
+		}
+	}
+}
+
+// load reads block b into the DiskReader cache. Errors are dropped: the
+// read that needs the block reads it again and reports them.
+func (s *source) load(b int64, f *fetch) {
+	s.dr.ReadBlock(b)
+	s.mu.Lock()
+	delete(s.inflight, b)
+	s.mu.Unlock()
+	close(f.done)
+}
+
+// prefetch queues blocks [from, to) that are not being loaded already.
+// A full queue drops the rest: prefetching is only a hint.
+func (p *sourcePool) prefetch(s *source, from, to int64) {
+	if p.jobs == nil {
+		return
+	}
+	for b := from; b < to; b++ {
+		s.mu.Lock()
+		if s.inflight[b] != nil {
+			s.mu.Unlock()
+			continue
+		}
+		f := &fetch{done: make(chan struct{})}
+		s.inflight[b] = f
+		s.mu.Unlock()
+		select {
+		case p.jobs <- job{s, b, f}:
+		default:
+			f.claimed.Store(true)
+			s.mu.Lock()
+			delete(s.inflight, b)
+			s.mu.Unlock()
+			close(f.done)
+			return
+		}
+	}
+}
+
+// await makes sure block b is not being loaded: a queued block is loaded
+// here, a block a worker is loading is waited for.
+func (s *source) await(b int64) {
+	s.mu.Lock()
+	f := s.inflight[b]
+	s.mu.Unlock()
+	if f == nil {
+		return
+	}
+	if f.claimed.CompareAndSwap(false, true) {
+		s.load(b, f)
+		return
+	}
+	<-f.done
+}
+
+// ---------------------------------------------------------------- handles
+
+// diskHandle reads bytes [base, base+size) of a disk: the whole disk or
+// one partition.
+type diskHandle struct {
+	t          *Tree
+	p          *repo.RestorePoint
+	d          *repo.Disk
+	base, size int64
+
+	mu     sync.Mutex
+	next   int64 // where a sequential read would start
+	window int64 // readahead, in blocks (0: not sequential)
+	hwm    int64 // blocks below this were queued for prefetch already
+}
+
+func (t *Tree) newHandle(p *repo.RestorePoint, d *repo.Disk, base, size int64) *diskHandle {
+	return &diskHandle{t: t, p: p, d: d, base: base, size: size}
+}
+
+func (h *diskHandle) Close() error { return nil }
+
+func (h *diskHandle) fail(off int64, err error) error {
+	return &ReadError{VM: h.p.VM, Point: h.p.ID, Disk: h.d.Name, Offset: off, Err: err}
+}
+
+// zeros stands for holes in ReadSlices results. Nothing writes to it.
+var zeros = make([]byte, 1<<20)
+
+// ReadAt reads len(p) bytes at off (from the start of the handle's range).
+// On error it returns 0 and a *ReadError: a partly read range is never
+// passed on.
+func (h *diskHandle) ReadAt(p []byte, off int64) (int, error) {
+	vec, n, err := h.ReadSlices(off, len(p))
+	if err != nil {
+		return 0, err
+	}
+	k := 0
+	for _, v := range vec {
+		k += copy(p[k:], v)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// ReadSlices returns the n bytes at off as read-only slices: blocks from
+// the DiskReader cache, and a shared zero buffer for holes. Nothing is
+// copied, so the FUSE layer hands them to the kernel as they are. At the
+// end of the range it returns fewer bytes (n = 0 past the end).
+func (h *diskHandle) ReadSlices(off int64, n int) ([][]byte, int, error) {
+	if off < 0 {
+		return nil, 0, syscall.EINVAL
+	}
+	if off >= h.size || n <= 0 {
+		return nil, 0, nil
+	}
+	n = int(min(int64(n), h.size-off))
+	abs := h.base + off
+	src, err := h.t.disks.get(h.p, h.d)
+	if err != nil {
+		return nil, 0, h.fail(abs, err)
+	}
+	first, last := abs/src.bs, (abs+int64(n)-1)/src.bs
+	h.readahead(src, off, n, first, last)
+	vec := make([][]byte, 0, last-first+1)
+	zeroRun := 0 // bytes of zeros not yet in vec
+	flushZeros := func() {
+		for zeroRun > 0 {
+			k := min(zeroRun, len(zeros))
+			vec = append(vec, zeros[:k])
+			zeroRun -= k
+		}
+	}
+	for b, pos := first, abs; b <= last; b++ {
+		src.await(b)
+		data, err := src.dr.ReadBlock(b)
+		if err != nil {
+			return nil, 0, h.fail(pos, err)
+		}
+		within := pos - b*src.bs
+		want := min(abs+int64(n), (b+1)*src.bs) - pos
+		if data == nil {
+			zeroRun += int(want)
+		} else {
+			if int64(len(data)) < within+want {
+				return nil, 0, h.fail(pos, io.ErrUnexpectedEOF)
+			}
+			flushZeros()
+			vec = append(vec, data[within:within+want:within+want])
+		}
+		pos += want
+	}
+	flushZeros()
+	return vec, n, nil
+}
+
+// readahead decides what to prefetch for a read of n bytes at off
+// covering blocks first..last, and queues it.
+func (h *diskHandle) readahead(src *source, off int64, n int, first, last int64) {
+	if h.t.disks.jobs == nil {
+		return
+	}
+	endBlock := (h.base + h.size + src.bs - 1) / src.bs // past the handle's last block
+	h.mu.Lock()
+	if off >= h.next-seqSlack && off <= h.next+seqSlack {
+		h.window = min(max(2*h.window, minWindow/src.bs), h.maxWindow(src))
+		h.next = max(h.next, off+int64(n))
+	} else { // a jump: no readahead, but the read's own blocks in parallel
+		h.window, h.next, h.hwm = 0, off+int64(n), first+1
+	}
+	from := max(h.hwm, first+1) // the reader loads the first block itself
+	to := min(last+1+h.window, endBlock)
+	h.hwm = max(h.hwm, to)
+	h.mu.Unlock()
+	if from < to {
+		h.t.disks.prefetch(src, from, to)
+	}
+}
+
+// maxWindow keeps the readahead well inside the DiskReader cache, so that
+// prefetched blocks are not evicted before they are read.
+func (h *diskHandle) maxWindow(src *source) int64 {
+	return max(1, min(maxWindow, h.t.disks.cacheBytes/4)/src.bs)
+}
+
+// SeekData returns the first offset at or after off that is in a stored
+// (non-zero) block, or ENXIO.
+func (h *diskHandle) SeekData(off int64) (int64, error) { return h.seek(off, true) }
+
+// SeekHole returns the first offset at or after off that is in a zero
+// block, or the end of the range (which counts as a hole), or ENXIO when
+// off is past the end.
+func (h *diskHandle) SeekHole(off int64) (int64, error) { return h.seek(off, false) }
+
+func (h *diskHandle) seek(off int64, data bool) (int64, error) {
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	if off >= h.size {
+		return 0, syscall.ENXIO
+	}
+	src, err := h.t.disks.get(h.p, h.d)
+	if err != nil {
+		return 0, h.fail(h.base+off, err)
+	}
+	bs, ts := src.bs, int64(h.d.TableSize)
+	end := h.base + h.size
+	for b := (h.base + off) / bs; b*bs < end; {
+		ti := b / ts
+		t, err := src.dr.Table(uint32(ti))
+		if err != nil {
+			return 0, h.fail(b*bs, err)
+		}
+		for ; b < (ti+1)*ts && b*bs < end; b++ {
+			zero := t == nil || b-ti*ts >= int64(len(t)) || t[b-ti*ts].IsZero() // absent table: zeros
+			if zero != data {
+				return max(b*bs, h.base+off) - h.base, nil
+			}
+			if t == nil && data {
+				b = (ti + 1) * ts // skip the rest of the absent table
+				break
+			}
+		}
+	}
+	if data {
+		return 0, syscall.ENXIO
+	}
+	return h.size, nil
+}
