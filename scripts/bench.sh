@@ -22,7 +22,7 @@ if [ ! -f "$DISK" ]; then
   scripts/mkdisk.sh --out "$DISK.tmp" --size "$SIZE" --data "$DATA" --seed 7 && mv "$DISK.tmp" "$DISK"
 fi
 IMG=$WORK/vda.raw
-cp --sparse=always "$DISK" "$IMG"
+cp --sparse=always "$DISK" "$IMG" && sync  # no writeback of the copy during the runs
 LOGICAL=$(stat -c %s "$IMG")
 ALLOC=$(( $(stat -c %b "$IMG") * 512 ))
 
@@ -50,7 +50,7 @@ SIZE1=$(du -sb "$REPO" | cut -f1)
 
 # Change CHANGE_PCT% of the data: random extents of 64 KiB-4 MiB, 4 KiB
 # aligned, inside allocated regions (files), with random content.
-CHANGED=$(python3 scripts/mutate.py "$IMG" "$CHANGE_PCT")
+CHANGED=$(python3 scripts/mutate.py "$IMG" "$CHANGE_PCT") && sync
 cat "$IMG" >/dev/null
 timed backup2 "$BIN" backup --quiet --vm bench --disk vda="$IMG"
 SIZE2=$(du -sb "$REPO" | cut -f1)
