@@ -1,10 +1,13 @@
 package repo
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"fmt"
+
+	"github.com/zeebo/blake3"
 )
 
 // sealer authenticates and (optionally) encrypts everything the repository
@@ -85,4 +88,45 @@ func (s *sealer) openInPlace(sealed, aad []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: authentication failed", ErrCorrupt)
 	}
 	return out, nil
+}
+
+// metaSumSize is the checksum that sealMeta appends in unencrypted
+// repositories, where no AEAD tag protects metadata.
+const metaSumSize = 16
+
+// sealMeta seals metadata (pack trailers, restore points). Unencrypted, it
+// appends the first 16 bytes of BLAKE3(aad || plain), so a damaged trailer
+// or restore point is detected like in an encrypted repository. Blobs do
+// not need this: their ID is the hash of their plaintext.
+func (s *sealer) sealMeta(dst, plain, aad []byte) []byte {
+	if s.aead != nil {
+		return s.seal(dst, plain, aad)
+	}
+	sum := metaSum(plain, aad)
+	return append(append(dst, plain...), sum[:metaSumSize]...)
+}
+
+// openMeta reverses sealMeta; a mismatch is ErrCorrupt.
+func (s *sealer) openMeta(sealed, aad []byte) ([]byte, error) {
+	if s.aead != nil {
+		return s.open(nil, sealed, aad)
+	}
+	if len(sealed) < metaSumSize {
+		return nil, fmt.Errorf("%w: metadata too short (%d bytes)", ErrCorrupt, len(sealed))
+	}
+	plain := sealed[:len(sealed)-metaSumSize]
+	sum := metaSum(plain, aad)
+	if !bytes.Equal(sum[:metaSumSize], sealed[len(plain):]) {
+		return nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+	}
+	return plain, nil
+}
+
+func metaSum(plain, aad []byte) [32]byte {
+	h := blake3.New()
+	h.Write(aad)
+	h.Write(plain)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
 }

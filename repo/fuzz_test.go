@@ -296,6 +296,14 @@ func FuzzDecodePoint(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		// The file as given must be rejected or accepted without panic;
+		// then the same JSON with a valid checksum exercises the parser.
+		if _, err := r.decodePoint(fuzzPointID, raw); err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("rejection: %v", err)
+		}
+		if bytes.HasPrefix(raw, []byte(pointMagic)) {
+			raw = r.codec.seal.sealMeta([]byte(pointMagic), raw[len(pointMagic):], pointAAD(fuzzPointID))
+		}
 		p, err := r.decodePoint(fuzzPointID, raw)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) || p != nil {
@@ -311,7 +319,7 @@ func FuzzDecodePoint(f *testing.F) {
 			if err != nil {
 				t.Fatalf("accepted point does not re-encode: %v", err)
 			}
-			return r.codec.seal.seal([]byte(pointMagic), js, pointAAD(fuzzPointID))
+			return r.codec.seal.sealMeta([]byte(pointMagic), js, pointAAD(fuzzPointID))
 		}
 		raw2 := encode(p)
 		p2, err := r.decodePoint(fuzzPointID, raw2)

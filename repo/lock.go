@@ -85,7 +85,11 @@ func (r *Repository) Lock(ctx context.Context, mode LockMode, wait time.Duration
 	host, _ := os.Hostname()
 	info, _ := json.Marshal(lockInfo{Mode: mode.String(), Host: host, PID: os.Getpid(), Command: what, Since: time.Now().UTC()})
 	l := &Lock{f: f, infoPath: filepath.Join(r.dir, "locks", fmt.Sprintf("%s-%d-%s.json", host, os.Getpid(), randomHex(4)))}
-	if err := os.WriteFile(l.infoPath, info, 0o600); err != nil {
+	// Written under another name and renamed, so readers never see a
+	// half-written record.
+	tmp := l.infoPath + ".tmp"
+	if os.WriteFile(tmp, info, 0o600) != nil || os.Rename(tmp, l.infoPath) != nil {
+		os.Remove(tmp)
 		l.infoPath = "" // informational only
 	}
 	return l, nil

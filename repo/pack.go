@@ -149,7 +149,7 @@ func (r *Repository) readTrailer(f io.ReaderAt, id PackID, size int64) ([]packEn
 	if _, err := f.ReadAt(sealed, start); err != nil {
 		return nil, fmt.Errorf("read pack %s trailer: %w", id, err)
 	}
-	plain, err := r.codec.seal.open(nil, sealed, trailerAAD(id))
+	plain, err := r.codec.seal.openMeta(sealed, trailerAAD(id))
 	if err != nil {
 		return nil, fmt.Errorf("pack %s trailer: %w", id, err)
 	}

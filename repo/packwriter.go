@@ -104,7 +104,7 @@ func (w *packWriter) finish(p *openPack) {
 
 // finishPack writes the trailer, fsyncs and renames the pack into place.
 func (r *Repository) finishPack(p *openPack) error {
-	sealed := r.codec.seal.seal(nil, encodeTrailer(p.entries), trailerAAD(p.id))
+	sealed := r.codec.seal.sealMeta(nil, encodeTrailer(p.entries), trailerAAD(p.id))
 	foot := make([]byte, 4, packFooterLen)
 	binary.LittleEndian.PutUint32(foot, uint32(len(sealed)))
 	foot = append(foot, packEndMagic...)

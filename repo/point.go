@@ -114,7 +114,7 @@ func (r *Repository) writePoint(p *RestorePoint) error {
 	if err != nil {
 		return err
 	}
-	data := r.codec.seal.seal([]byte(pointMagic), raw, pointAAD(p.ID))
+	data := r.codec.seal.sealMeta([]byte(pointMagic), raw, pointAAD(p.ID))
 	return writeFileAtomic(r.pointPath(p.ID), data, 0o600)
 }
 
@@ -138,7 +138,7 @@ func (r *Repository) decodePoint(id string, raw []byte) (*RestorePoint, error) {
 	if len(raw) < len(pointMagic) || string(raw[:len(pointMagic)]) != pointMagic {
 		return nil, fmt.Errorf("%w: restore point %s: bad magic", ErrCorrupt, id)
 	}
-	plain, err := r.codec.seal.open(nil, raw[len(pointMagic):], pointAAD(id))
+	plain, err := r.codec.seal.openMeta(raw[len(pointMagic):], pointAAD(id))
 	if err != nil {
 		return nil, fmt.Errorf("restore point %s: %w", id, err)
 	}

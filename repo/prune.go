@@ -33,7 +33,20 @@ type PruneReport struct {
 type packUse struct {
 	size, usedBytes int64
 	entries         []packEntry
+	byOffset        map[uint32]packEntry
 	used            map[uint32]bool
+}
+
+// lists reports whether the pack's trailer holds exactly the blob b names.
+func (u *packUse) lists(b blockRef) bool {
+	if u.byOffset == nil {
+		u.byOffset = make(map[uint32]packEntry, len(u.entries))
+		for _, e := range u.entries {
+			u.byOffset[e.Offset] = e
+		}
+	}
+	e, ok := u.byOffset[b.Offset]
+	return ok && e.ID == b.ID && e.Type == b.Type && e.Length == b.Length
 }
 
 // Prune frees the space of blobs no restore point uses: packs with no used
@@ -298,6 +311,9 @@ func (r *Repository) markUsed(points []*RestorePoint, use map[PackID]*packUse, r
 					return nil
 				}
 				return fmt.Errorf("%w: %s references missing pack %s; run `cairn check` before pruning", ErrCorrupt, b, b.Pack)
+			}
+			if !reset && !u.lists(b) {
+				return fmt.Errorf("%w: %s names %s blob %s at pack %s offset %d, which the pack does not hold; run `cairn check`", ErrCorrupt, b, b.Type, b.ID.Short(), b.Pack, b.Offset)
 			}
 			if !u.used[b.Offset] {
 				u.used[b.Offset] = true
