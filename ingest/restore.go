@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/cairn-backup/cairn/ingest/qcow2"
 	"github.com/cairn-backup/cairn/repo"
@@ -85,7 +86,10 @@ func RestoreDisk(ctx context.Context, r *repo.Repository, p *repo.RestorePoint, 
 		}
 		tgt = rawTarget{out.f}
 	}
-	if err := copyBlocks(ctx, dr, tgt, out.isDevice, o); err != nil {
+	stopFlush := out.startWriteback()
+	err = copyBlocks(ctx, dr, tgt, out.isDevice, o)
+	stopFlush()
+	if err != nil {
 		return sum, err
 	}
 	if q, ok := tgt.(*qcowTarget); ok {
@@ -288,6 +292,29 @@ func (t *targetFile) prepareRaw(size int64) error {
 		return nil
 	}
 	return t.f.Truncate(size)
+}
+
+// startWriteback starts writing dirty pages of the target to disk every
+// half second while the restore runs, so that the final fsync does not
+// have to write the whole image at once: disk writes overlap decoding.
+func (t *targetFile) startWriteback() (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				// Asynchronous: starts writeback, waits for nothing.
+				_ = unix.SyncFileRange(int(t.f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 func (t *targetFile) commit() error {
