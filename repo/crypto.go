@@ -57,20 +57,14 @@ func (s *sealer) seal(dst, plain, aad []byte) []byte {
 	return s.aead.Seal(dst, dst[start:start+nonceSize], plain, aad)
 }
 
-// open returns the plaintext of sealed, appended to dst. A failed
-// authentication returns ErrCorrupt.
+// open returns the plaintext of sealed appended to dst, leaving sealed
+// intact. A failed authentication returns ErrCorrupt.
 func (s *sealer) open(dst, sealed, aad []byte) ([]byte, error) {
-	if s.aead == nil {
-		return append(dst, sealed...), nil
-	}
-	if len(sealed) < nonceSize+s.aead.Overhead() {
-		return nil, fmt.Errorf("%w: sealed data too short (%d bytes)", ErrCorrupt, len(sealed))
-	}
-	out, err := s.aead.Open(dst, sealed[:nonceSize], sealed[nonceSize:], aad)
+	plain, err := s.openInPlace(bytes.Clone(sealed), aad)
 	if err != nil {
-		return nil, fmt.Errorf("%w: authentication failed", ErrCorrupt)
+		return nil, err
 	}
-	return out, nil
+	return append(dst, plain...), nil
 }
 
 // openInPlace authenticates and decrypts sealed, reusing its memory; the
@@ -106,10 +100,10 @@ func (s *sealer) sealMeta(dst, plain, aad []byte) []byte {
 	return append(append(dst, plain...), sum[:metaSumSize]...)
 }
 
-// openMeta reverses sealMeta; a mismatch is ErrCorrupt.
+// openMeta reverses sealMeta, decrypting in place; a mismatch is ErrCorrupt.
 func (s *sealer) openMeta(sealed, aad []byte) ([]byte, error) {
 	if s.aead != nil {
-		return s.open(nil, sealed, aad)
+		return s.openInPlace(sealed, aad)
 	}
 	if len(sealed) < metaSumSize {
 		return nil, fmt.Errorf("%w: metadata too short (%d bytes)", ErrCorrupt, len(sealed))

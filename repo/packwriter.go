@@ -22,8 +22,6 @@ type packWriter struct {
 	pending  chan struct{} // bounds packs finished but not yet durable
 	errMu    sync.Mutex
 	err      error
-	written  []PackID // packs finished by this writer
-	onPack   func(id PackID, entries []packEntry, size int64)
 }
 
 type openPack struct {
@@ -91,13 +89,6 @@ func (w *packWriter) finish(p *openPack) {
 		defer func() { <-w.sem; <-w.pending; w.finishWG.Done() }()
 		if err := w.r.finishPack(p); err != nil {
 			w.setErr(err)
-			return
-		}
-		w.errMu.Lock()
-		w.written = append(w.written, p.id)
-		w.errMu.Unlock()
-		if w.onPack != nil {
-			w.onPack(p.id, p.entries, p.size)
 		}
 	}()
 }

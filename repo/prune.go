@@ -222,6 +222,7 @@ func (r *Repository) rewritePoints(points []*RestorePoint, moved map[Location]Lo
 	}
 	pw := newPackWriter(r)
 	var changed []*RestorePoint
+	rewritten := make(map[ID]TableRef) // a table shared by several points is stored once
 	for _, p := range points {
 		dirty := false
 		for di := range p.Disks {
@@ -233,6 +234,12 @@ func (r *Repository) rewritePoints(points []*RestorePoint, moved map[Location]Lo
 			}
 			for ti := range d.Tables {
 				t := &d.Tables[ti]
+				if ref, ok := rewritten[t.ID]; ok {
+					*t = TableRef{Index: t.Index, ID: ref.ID, Pack: ref.Pack, Offset: ref.Offset, Length: ref.Length}
+					dirty = true
+					continue
+				}
+				oldID := t.ID
 				tbl, err := dr.Table(t.Index)
 				if err != nil {
 					pw.abort()
@@ -260,6 +267,7 @@ func (r *Repository) rewritePoints(points []*RestorePoint, moved map[Location]Lo
 					return err
 				}
 				*t = TableRef{Index: t.Index, ID: id, Pack: loc.Pack, Offset: loc.Offset, Length: loc.Length}
+				rewritten[oldID] = *t
 				dirty = true
 			}
 		}
