@@ -15,9 +15,10 @@ build:
 demo: build
 	scripts/demo.sh $(BIN)
 
-# Every test tier: unit, fuzz seeds, end-to-end against real qemu-img.
-test: vet
-	CAIRN_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 30m ./...
+# Every test tier: unit, fuzz seeds, end-to-end against real qemu-img, FUSE,
+# and (as root) the real OpenStack and libvirt that scripts/*-up.sh start.
+test:
+	GO=$(GO) scripts/test.sh
 
 test-unit:
 	$(GO) test -count=1 -short ./repo/... ./ingest/... ./cli/... ./fs/...
