@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cairn-backup/cairn/guest/part"
 	"github.com/cairn-backup/cairn/repo"
 )
 
@@ -31,7 +32,7 @@ var (
 	// ErrNoEntry: the name does not exist in the directory.
 	ErrNoEntry = errors.New("no such file or directory")
 	// ErrMalformed: a disk's partition table is damaged or inconsistent.
-	ErrMalformed = errors.New("malformed partition table")
+	ErrMalformed = part.ErrMalformed
 )
 
 // PointDirLayout is the name of a restore point directory: its UTC time.

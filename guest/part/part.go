@@ -1,21 +1,24 @@
-package tree
+package part
 
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	iofs "io/fs"
-	"sync"
 	"time"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/diskfs/go-diskfs/partition/mbr"
 
-	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/guest/vfs"
 )
+
+// ErrMalformed is wrapped by the errors of a partition table that is
+// recognised but damaged or inconsistent. It wraps vfs.ErrMalformed, like
+// every error about a malformed guest structure.
+var ErrMalformed = fmt.Errorf("malformed partition table (%w)", vfs.ErrMalformed)
 
 // Partition is one partition of a disk.
 type Partition struct {
@@ -26,8 +29,8 @@ type Partition struct {
 	Name   string // GPT partition name
 }
 
-// PartitionTable is what ReadPartitions found.
-type PartitionTable struct {
+// Table is what Read found.
+type Table struct {
 	Kind       string // "gpt", "mbr" or "" (none or unknown)
 	Partitions []Partition
 }
@@ -37,21 +40,25 @@ const (
 	maxGPTEntries = 1 << 14  // far above the 128 every tool writes
 	maxGPTArray   = 16 << 20 // bytes of partition entries we are willing to read
 	maxLogical    = 256      // logical partitions in an MBR extended partition
+
+	// MaxPartitions bounds how many partitions Read returns, whatever the
+	// table says: a GPT lists at most maxGPTEntries, an MBR 4+maxLogical.
+	MaxPartitions = maxGPTEntries
 )
 
-// ReadPartitions reads the partition table of a disk of size bytes. A disk
-// without a recognised table gives an empty PartitionTable and no error; a
+// Read reads the partition table of a disk of size bytes. A disk
+// without a recognised table gives an empty Table and no error; a
 // table that is recognised but damaged or inconsistent (bad checksums in
 // both GPT copies, a protective MBR without a GPT, partitions outside the
 // disk, a looping chain of logical partitions) gives an error wrapping
 // ErrMalformed. Errors reading r are returned as they are.
-func ReadPartitions(r io.ReaderAt, size int64) (PartitionTable, error) {
+func Read(r io.ReaderAt, size int64) (Table, error) {
 	if size < 2*sectorSize {
-		return PartitionTable{}, nil
+		return Table{}, nil
 	}
 	head := make([]byte, 2*sectorSize)
 	if _, err := r.ReadAt(head, 0); err != nil {
-		return PartitionTable{}, err
+		return Table{}, err
 	}
 	mbrSig := head[510] == 0x55 && head[511] == 0xaa
 	protective := false
@@ -68,7 +75,7 @@ func ReadPartitions(r io.ReaderAt, size int64) (PartitionTable, error) {
 	} else if size >= 2*4096 {
 		b := make([]byte, 8)
 		if _, err := r.ReadAt(b, 4096); err != nil {
-			return PartitionTable{}, err
+			return Table{}, err
 		}
 		if string(b) == "EFI PART" {
 			lbs = 4096
@@ -81,17 +88,17 @@ func ReadPartitions(r io.ReaderAt, size int64) (PartitionTable, error) {
 		}
 		parts, err := readGPT(r, size, lbs)
 		if err != nil {
-			return PartitionTable{}, err
+			return Table{}, err
 		}
-		return PartitionTable{Kind: "gpt", Partitions: parts}, nil
+		return Table{Kind: "gpt", Partitions: parts}, nil
 	case mbrSig && validMBREntries(head):
 		parts, err := readMBR(r, size)
 		if err != nil {
-			return PartitionTable{}, err
+			return Table{}, err
 		}
-		return PartitionTable{Kind: "mbr", Partitions: parts}, nil
+		return Table{Kind: "mbr", Partitions: parts}, nil
 	}
-	return PartitionTable{}, nil
+	return Table{}, nil
 }
 
 func malformed(format string, a ...any) error {
@@ -293,65 +300,3 @@ func (i fileInfo) Mode() iofs.FileMode { return 0o444 }
 func (i fileInfo) ModTime() time.Time  { return time.Time{} }
 func (i fileInfo) IsDir() bool         { return false }
 func (i fileInfo) Sys() any            { return nil }
-
-// ---------------------------------------------------------------- cache
-
-// partResult is the partition table of one disk of one restore point,
-// read once: restore points are immutable.
-type partResult struct {
-	once  sync.Once
-	parts []Partition
-	err   error
-}
-
-type partCache struct {
-	mu sync.Mutex
-	m  map[sourceKey]*partResult
-}
-
-func (c *partCache) forget(pointID string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for k := range c.m {
-		if k.point == pointID {
-			delete(c.m, k)
-		}
-	}
-}
-
-// partitions returns the partitions of disk d of p, reading its table on
-// first use. A malformed table is logged once and remembered; a failed
-// read is retried on the next call.
-func (t *Tree) partitions(p *repo.RestorePoint, d *repo.Disk) ([]Partition, error) {
-	k := sourceKey{point: p.ID, disk: d.Name}
-	t.parts.mu.Lock()
-	pr := t.parts.m[k]
-	if pr == nil {
-		pr = &partResult{}
-		t.parts.m[k] = pr
-	}
-	t.parts.mu.Unlock()
-	pr.once.Do(func() {
-		src, err := t.disks.get(p, d)
-		if err != nil {
-			pr.err = err
-			return
-		}
-		table, err := ReadPartitions(src.dr, d.Size)
-		pr.parts, pr.err = table.Partitions, err
-		if errors.Is(err, ErrMalformed) {
-			t.log.Printf("VM %s restore point %s disk %s: %v; its partition directory gives I/O errors", p.VM, p.ID, d.Name, err)
-		}
-	})
-	if pr.err != nil && !errors.Is(pr.err, ErrMalformed) {
-		err := pr.err
-		t.parts.mu.Lock()
-		if t.parts.m[k] == pr {
-			delete(t.parts.m, k) // retry next time
-		}
-		t.parts.mu.Unlock()
-		t.log.Printf("VM %s restore point %s disk %s: reading the partition table failed: %v", p.VM, p.ID, d.Name, err)
-		return nil, err
-	}
-	return pr.parts, pr.err
-}

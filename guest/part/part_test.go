@@ -1,4 +1,4 @@
-package tree
+package part
 
 import (
 	"bytes"
@@ -11,9 +11,11 @@ import (
 	"github.com/cairn-backup/cairn/fs/testimg"
 )
 
-func readParts(t *testing.T, b []byte) (PartitionTable, error) {
+const MiB = testimg.MiB
+
+func readParts(t *testing.T, b []byte) (Table, error) {
 	t.Helper()
-	return ReadPartitions(bytes.NewReader(b), int64(len(b)))
+	return Read(bytes.NewReader(b), int64(len(b)))
 }
 
 func TestReadPartitionsGPTAndMBR(t *testing.T) {
@@ -172,7 +174,7 @@ func (f failingReader) ReadAt(p []byte, off int64) (int, error) {
 
 func TestReadPartitionsReadError(t *testing.T) {
 	boom := errors.New("boom")
-	_, err := ReadPartitions(failingReader{boom}, 16*MiB)
+	_, err := Read(failingReader{boom}, 16*MiB)
 	if !errors.Is(err, boom) || errors.Is(err, ErrMalformed) {
 		t.Fatalf("a failed read must be returned as is, not as a malformed table: %v", err)
 	}
