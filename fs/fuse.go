@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cairn-backup/cairn/fs/tree"
+	"github.com/cairn-backup/cairn/guest/vfs"
 	"github.com/cairn-backup/cairn/repo"
 )
 
@@ -212,8 +213,12 @@ func toErrno(err error) syscall.Errno {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, tree.ErrNoEntry):
+	case errors.Is(err, tree.ErrNoEntry), errors.Is(err, vfs.ErrNotFound):
 		return syscall.ENOENT
+	case errors.Is(err, vfs.ErrMalformed):
+		return syscall.EIO // before errno: a reader may wrap one
+	case errors.Is(err, vfs.ErrNotDir):
+		return syscall.ENOTDIR
 	case errors.As(err, &errno):
 		return errno
 	case errors.Is(err, context.Canceled):
@@ -241,11 +246,28 @@ func fillAttr(a tree.Attr, out *fuse.Attr) {
 	if a.Mode&syscall.S_IFMT == syscall.S_IFREG {
 		out.Blksize = maxRead // cp, cat and friends read in 1 MiB pieces
 	}
+	if g := a.Guest; g != nil {
+		// A file inside a guest file system: the guest's owner, link
+		// count and times.
+		out.Nlink = max(g.Nlink, 1)
+		out.Owner = fuse.Owner{Uid: g.UID, Gid: g.GID}
+		out.Rdev = uint32(g.Rdev)
+		out.SetTimes(timeOrNil(g.Atime), timeOrNil(a.Mtime), timeOrNil(g.Ctime))
+		return
+	}
 	out.Nlink = 1 // directories too: tells find not to count subdirectories
 	out.Owner = fuse.Owner{Uid: uint32(os.Geteuid()), Gid: uint32(os.Getegid())}
 	if !a.Mtime.IsZero() {
 		out.SetTimes(&a.Mtime, &a.Mtime, &a.Mtime)
 	}
+}
+
+// timeOrNil leaves a time the guest does not record at the epoch.
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -391,7 +413,11 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 // readError logs a failed read and returns its errno.
 func (h *handle) readError(err error, off int64) syscall.Errno {
 	var re *tree.ReadError
-	if errors.As(err, &re) {
+	var ge *tree.GuestError
+	if errors.As(err, &ge) {
+		// The tree logged it, naming the guest file (and, for a block
+		// that failed its hash check, the restore point and offset).
+	} else if errors.As(err, &re) {
 		h.n.log.Printf("read error: VM %s restore point %s disk %s offset %d: %v", re.VM, re.Point, re.Disk, re.Offset, re.Err)
 	} else {
 		h.n.log.Printf("read error at offset %d: %v", off, err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -198,7 +197,7 @@ func (d *pointDir) children() []Node {
 			continue
 		}
 		seen[name], seen[name+RawExt] = true, true
-		out = append(out, &diskFile{t: d.t, p: d.p, d: disk}, &partDir{t: d.t, p: d.p, d: disk})
+		out = append(out, &diskFile{t: d.t, p: d.p, d: disk}, &diskDir{t: d.t, p: d.p, d: disk})
 	}
 	return out
 }
@@ -229,7 +228,7 @@ func nameOf(n Node) string {
 		return MetaName
 	case *diskFile:
 		return escapeName(n.d.Name) + RawExt
-	case *partDir:
+	case *diskDir:
 		return escapeName(n.d.Name)
 	}
 	panic("tree: unexpected child of a restore point directory")
@@ -318,69 +317,6 @@ func (f *diskFile) Attr() Attr {
 }
 
 func (f *diskFile) Open() (Handle, error) { return f.t.newHandle(f.p, f.d, 0, f.d.Size), nil }
-
-// partDir is <disk>/: one image per partition of the disk.
-type partDir struct {
-	t *Tree
-	p *repo.RestorePoint
-	d *repo.Disk
-}
-
-func (d *partDir) Attr() Attr {
-	return Attr{Ino: inode("parts", d.p.ID, d.d.Name), Mode: dirMode, Mtime: d.p.Time, Stable: true}
-}
-
-func (d *partDir) Readdir() ([]DirEntry, error) {
-	parts, err := d.t.partitions(d.p, d.d)
-	if err != nil {
-		return nil, err
-	}
-	var out []DirEntry
-	for _, pt := range parts {
-		out = append(out, DirEntry{Name: partName(pt), Ino: partIno(d.p, d.d, pt), Mode: fileMode})
-	}
-	sortEntries(out)
-	return out, nil
-}
-
-func (d *partDir) Lookup(name string) (Node, error) {
-	if !strings.HasPrefix(name, "p") || !strings.HasSuffix(name, RawExt) {
-		return nil, ErrNoEntry // not worth reading the partition table for
-	}
-	parts, err := d.t.partitions(d.p, d.d)
-	if err != nil {
-		return nil, err
-	}
-	for _, pt := range parts {
-		if partName(pt) == name {
-			return &partFile{t: d.t, p: d.p, d: d.d, part: pt}, nil
-		}
-	}
-	return nil, ErrNoEntry
-}
-
-func partName(pt Partition) string { return "p" + strconv.Itoa(pt.Number) + RawExt }
-
-func partIno(p *repo.RestorePoint, d *repo.Disk, pt Partition) uint64 {
-	return inode("part", p.ID, d.Name, strconv.Itoa(pt.Number))
-}
-
-// partFile is <disk>/p<N>.raw: the bytes of partition N.
-type partFile struct {
-	t    *Tree
-	p    *repo.RestorePoint
-	d    *repo.Disk
-	part Partition
-}
-
-func (f *partFile) Attr() Attr {
-	return Attr{Ino: partIno(f.p, f.d, f.part), Mode: fileMode, Size: f.part.Size, Blocks: blocksOf(f.part.Size),
-		Mtime: f.p.Time, Stable: true}
-}
-
-func (f *partFile) Open() (Handle, error) {
-	return f.t.newHandle(f.p, f.d, f.part.Start, f.part.Size), nil
-}
 
 // sortEntries sorts a listing by name, numbers inside names compared as
 // numbers (p2.raw before p10.raw).

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cairn-backup/cairn/guest"
 	"github.com/cairn-backup/cairn/guest/part"
 	"github.com/cairn-backup/cairn/repo"
 )
@@ -53,6 +54,11 @@ type Options struct {
 	Logger *log.Logger
 	// Now is the clock (nil: time.Now); for tests.
 	Now func() time.Time
+	// Readers are the guest file system readers (nil: guest.Readers()).
+	Readers []guest.Reader
+	// DirCacheEntries bounds the cache of guest directory listings, in
+	// entries (0: DefaultDirCacheEntries).
+	DirCacheEntries int
 }
 
 // DefaultCacheBytes is the default budget for decoded blocks.
@@ -73,8 +79,12 @@ type Tree struct {
 	dirNames map[string]string             // point ID → directory name, fixed while the point exists
 	dirOwner map[string]string             // VM name NUL directory name → point ID
 
-	disks *sourcePool
-	parts partCache
+	disks    *sourcePool
+	machines machineCache
+	dirs     dirCache
+
+	logMu   sync.Mutex
+	logSeen map[string]bool // messages logged recently (bounded)
 }
 
 // snapshot is the listing of VMs and restore points at one moment.
@@ -122,7 +132,9 @@ func New(r *repo.Repository, o Options) *Tree {
 		dirOwner: make(map[string]string),
 	}
 	t.disks = newSourcePool(r, o.CacheBytes, o.Prefetchers)
-	t.parts.m = make(map[sourceKey]*partResult)
+	t.machines.init()
+	t.dirs.init(o.DirCacheEntries)
+	t.logSeen = make(map[string]bool)
 	return t
 }
 
@@ -189,7 +201,7 @@ func (t *Tree) refreshLocked(now time.Time) (*snapshot, error) {
 		if !present[id] {
 			delete(t.loaded, id) // forgotten; open files keep their *RestorePoint
 			t.disks.forget(id)
-			t.parts.forget(id)
+			t.machines.forget(id)
 			if d, ok := t.dirNames[id]; ok {
 				delete(t.dirNames, id)
 				delete(t.dirOwner, p.VM+"\x00"+d)
@@ -324,12 +336,43 @@ type Attr struct {
 	// entries, never change: restore point content. The listing of VMs and
 	// restore points is not stable.
 	Stable bool
+	// Guest holds the metadata of a file inside a guest file system; nil
+	// for cairn's own nodes (owned by the mounting user, one link, all
+	// times Mtime).
+	Guest *GuestAttr
+}
+
+// GuestAttr is what a guest file system says about a file besides its
+// mode, size and mtime.
+type GuestAttr struct {
+	Nlink        uint32
+	UID, GID     uint32
+	Rdev         uint64 // device number of a block or character device (Linux encoding)
+	Atime, Ctime time.Time
 }
 
 // IsDir reports whether the node is a directory.
 func (a Attr) IsDir() bool { return a.Mode&syscall.S_IFMT == syscall.S_IFDIR }
 
-// Node is a file, directory or symlink of the tree.
+// logOnce logs a message unless the same message was logged recently: a
+// damaged guest file system read over and over logs each problem once.
+func (t *Tree) logOnce(format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	t.logMu.Lock()
+	if t.logSeen[msg] {
+		t.logMu.Unlock()
+		return
+	}
+	if len(t.logSeen) >= 4096 {
+		clear(t.logSeen)
+	}
+	t.logSeen[msg] = true
+	t.logMu.Unlock()
+	t.log.Print(msg)
+}
+
+// Node is a node of the tree: a Dir, File or Symlink, or (inside a guest
+// file system) a device node, fifo or socket, which only has attributes.
 type Node interface {
 	Attr() Attr
 }
@@ -344,7 +387,9 @@ type DirEntry struct {
 // Dir is a directory.
 type Dir interface {
 	Node
-	// Readdir lists the directory, sorted by name.
+	// Readdir lists the directory: sorted by name, except inside guest
+	// file systems, which list in their own order. Mode may be 0 for a
+	// guest entry whose type the directory does not record.
 	Readdir() ([]DirEntry, error)
 	// Lookup returns the named child, or ErrNoEntry.
 	Lookup(name string) (Node, error)
