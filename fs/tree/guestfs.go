@@ -181,7 +181,9 @@ func (d guestDir) listing() (*listing, error) {
 	}
 	l, err := d.g.t.dirs.get(d.key(), func() ([]vfs.DirEntry, error) {
 		return fs.ReadDir(d.fi.Ino)
-	}, func(name string) { d.g.t.logOnce("VM %s restore point %s disk %s volume %s: directory %s holds the name %q, which is not shown", d.g.p.VM, d.g.p.ID, d.g.disk, d.g.key, d.path, name) })
+	}, func(name string) {
+		d.g.t.logOnce("VM %s restore point %s disk %s volume %s: directory %s holds the name %q, which is not shown", d.g.p.VM, d.g.p.ID, d.g.disk, d.g.key, d.path, name)
+	})
 	if err != nil {
 		return nil, d.g.fail(d.path, err)
 	}
