@@ -20,18 +20,18 @@ const (
 
 // geometry is the validated content of the boot sector.
 type geometry struct {
-	kind          variant
-	sectorSize    int64
-	clusterSize   int64
-	fatOffset     int64 // byte offset of the first FAT
-	fatBytes      int64 // size of one FAT
-	rootOffset    int64 // FAT12/16: byte offset of the fixed root directory
-	rootBytes     int64 // FAT12/16: its size
-	dataOffset    int64 // byte offset of cluster 2
-	clusters      uint32 // number of data clusters; valid ones are 2..clusters+1
-	rootCluster   uint32 // FAT32 only
-	volumeBytes   int64
-	bpbLabel      string
+	kind        variant
+	sectorSize  int64
+	clusterSize int64
+	fatOffset   int64  // byte offset of the first FAT
+	fatBytes    int64  // size of one FAT
+	rootOffset  int64  // FAT12/16: byte offset of the fixed root directory
+	rootBytes   int64  // FAT12/16: its size
+	dataOffset  int64  // byte offset of cluster 2
+	clusters    uint32 // number of data clusters; valid ones are 2..clusters+1
+	rootCluster uint32 // FAT32 only
+	volumeBytes int64
+	bpbLabel    string
 }
 
 func malformed(format string, args ...any) error {

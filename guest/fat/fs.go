@@ -177,4 +177,3 @@ func (s *fsys) Open(ino uint64) (vfs.File, error) {
 func (s *fsys) dirClusterLimit() uint32 {
 	return uint32((maxDirEntries*direntSize + s.g.clusterSize - 1) / s.g.clusterSize)
 }
-

@@ -111,7 +111,9 @@ func (t *table) entry32(c uint32) (uint32, error) {
 	return le32(blk.data[pos%fatBlockSize:]), nil
 }
 
-func le32(b []byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
 
 // run is a stretch of contiguous clusters: logical cluster index first,
 // physical cluster phys, n clusters.
