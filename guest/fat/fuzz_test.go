@@ -152,4 +152,3 @@ func FuzzOpen(f *testing.F) {
 		exercise(t, data)
 	})
 }
-
