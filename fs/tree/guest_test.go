@@ -314,10 +314,10 @@ func TestGuestFileSystem(t *testing.T) {
 		buf := make([]byte, 4096)
 		n, err := h.ReadAt(buf, 100)
 		var re *ReadError
-		if n != 0 || !errors.As(err, &re) || !errors.Is(err, repo.ErrCorrupt) || re.Offset != bad*65536 {
+		if n != 0 || !errors.As(err, &re) || !errors.Is(err, repo.ErrCorrupt) || re.Offset != bad*65536+100 {
 			t.Fatalf("read over a corrupt block: %d, %v", n, err)
 		}
-		if !strings.Contains(f.logs.String(), fmt.Sprintf("restore point %s disk vda offset %d", p.ID, bad*65536)) {
+		if !strings.Contains(f.logs.String(), fmt.Sprintf("restore point %s disk vda offset %d", p.ID, bad*65536+100)) {
 			t.Fatalf("no log line naming the offset:\n%s", f.logs)
 		}
 		if got := readAll(t, walk(t, tr, "vm", pdir, "vda", "p1", "hello"), 4096); !bytes.Equal(got, hello) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/fs/testimg"
+	"github.com/cairn-backup/cairn/guest"
 	"github.com/cairn-backup/cairn/ingest"
 	"github.com/cairn-backup/cairn/repo"
 )
@@ -159,3 +160,7 @@ func sorted(s []string) []string {
 	sort.Strings(s)
 	return s
 }
+
+// noReaders keeps guest file systems out of a tree: tests of the disk and
+// partition layout do not depend on which readers exist.
+var noReaders = []guest.Reader{}

@@ -31,7 +31,7 @@ func TestLayoutAndBytes(t *testing.T) {
 	}
 	os.WriteFile(plain, data, 0o600)
 	p := f.backup(t, "web1", [2]string{"vda", img.Path}, [2]string{"vdb", plain})
-	tr := f.tree(Options{})
+	tr := f.tree(Options{Readers: noReaders})
 	defer tr.Close()
 
 	if got := names(t, tr.Root()); !slices.Equal(got, []string{"web1"}) {
@@ -116,7 +116,7 @@ func TestInodesStableAndDistinct(t *testing.T) {
 	f.backup(t, "b", [2]string{"vda", img.Path})
 	pdir := p.Time.UTC().Format(PointDirLayout)
 	inos := func() map[string]uint64 {
-		tr := f.tree(Options{})
+		tr := f.tree(Options{Readers: noReaders})
 		defer tr.Close()
 		m := map[string]uint64{}
 		var visit func(path string, n Node)
