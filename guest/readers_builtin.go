@@ -1,5 +1,12 @@
 package guest
 
-// builtin is the list Readers returns. Each reader package is wired in
-// here as it lands.
-var builtin = []Reader{}
+import (
+	"github.com/cairn-backup/cairn/guest/fat"
+	"github.com/cairn-backup/cairn/guest/xfs"
+)
+
+// builtin is the list Readers returns.
+var builtin = []Reader{
+	{Name: "xfs", Probe: xfs.Probe, Open: xfs.Open},
+	{Name: "fat", Probe: fat.Probe, Open: fat.Open},
+}

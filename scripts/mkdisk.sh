@@ -16,6 +16,10 @@
 #                - seeded pseudo-random (incompressible) files (~5%)
 #                - sparse files, hard links, symlinks (relative, absolute,
 #                  dangling, long, to a directory), odd file names
+#   partition 3  (--xfs SIZE) XFS "data": generated files, nested directories,
+#                symlinks, an empty file, long names (built with mkfs.xfs -p)
+#   partition 4  (--fat SIZE; 3 without --xfs) FAT32 "ESP": generated files and directories,
+#                long and mixed-case names (built with mkfs.vfat and mcopy)
 #   Everything not written by a file system stays a hole in the image.
 #
 # The amount of file data over both partitions is about --data. Generated
@@ -37,7 +41,12 @@ ext4 root partition filling the rest and holding about --data bytes of files.
   --data SIZE         total file data to put on the disk, e.g. 3G, 64M
   --table gpt|mbr     partition table type (default gpt)
   --manifest FILE     write "sha256  path" for every regular file of the root
-                      file system (paths relative to its root, sorted)
+                      file system (paths relative to its root, sorted), and
+                      FILE.xfs / FILE.fat likewise for the XFS / FAT partitions
+  --xfs SIZE          add partition 3: an XFS file system of SIZE (at least 300M)
+  --fat SIZE          add a last partition (4, or 3 without --xfs): a FAT32 file system of SIZE (at least 33M)
+  --many N            put a directory /srv/many with N small files in the root
+                      file system (e.g. 5000, for listing benchmarks)
   --seed N            seed for generated content and UUIDs (default 1)
   --tmpdir DIR        where to stage files (default: \$TMPDIR, else the
                       directory of --out); needs about 2x --data of free
@@ -81,7 +90,7 @@ human() {
 }
 
 # ---------------------------------------------------------------- arguments
-out= size= data= table=gpt manifest= seed=1 tmpbase=
+out= size= data= table=gpt manifest= seed=1 tmpbase= xfs= fat= many=0
 while (($#)); do
 	case $1 in
 	--out) out=${2:?--out needs a value}; shift ;;
@@ -90,6 +99,12 @@ while (($#)); do
 	--table) table=${2:?--table needs a value}; shift ;;
 	--manifest) manifest=${2:?--manifest needs a value}; shift ;;
 	--seed) seed=${2:?--seed needs a value}; shift ;;
+	--xfs) xfs=${2:?--xfs needs a value}; shift ;;
+	--fat) fat=${2:?--fat needs a value}; shift ;;
+	--many) many=${2:?--many needs a value}; shift ;;
+	--xfs=*) xfs=${1#*=} ;;
+	--fat=*) fat=${1#*=} ;;
+	--many=*) many=${1#*=} ;;
 	--tmpdir) tmpbase=${2:?--tmpdir needs a value}; shift ;;
 	--out=*) out=${1#*=} ;;
 	--size=*) size=${1#*=} ;;
@@ -107,6 +122,7 @@ done
 [[ -n $out && -n $size && -n $data ]] || { usage >&2; die "--out, --size and --data are required"; }
 [[ $table == gpt || $table == mbr ]] || die "--table must be gpt or mbr"
 [[ $seed =~ ^[0-9]+$ ]] || die "--seed must be a non-negative integer"
+[[ $many =~ ^[0-9]+$ ]] || die "--many must be a non-negative integer"
 
 # ------------------------------------------------------------- requirements
 missing=()
@@ -119,6 +135,8 @@ need() { # need PACKAGE COMMAND...
 	done
 }
 need e2fsprogs mkfs.ext4 e2fsck
+[[ -n $xfs ]] && need xfsprogs mkfs.xfs
+[[ -n $fat ]] && need dosfstools mkfs.vfat && need mtools mcopy
 need fdisk sfdisk
 need coreutils dd truncate du sha256sum cksum sort split stat head wc mktemp cp ln realpath nproc
 need findutils find xargs
@@ -139,7 +157,12 @@ boot_start_mib=1
 boot_mib=256
 root_start_mib=$((boot_start_mib + boot_mib))
 # Keep the last MiB free for the GPT backup header (and symmetry for MBR).
-root_mib=$((size_mib - root_start_mib - 1))
+xfs_mib=0 fat_mib=0
+[[ -n $xfs ]] && xfs_mib=$(($(parse_size "$xfs") / MiB))
+[[ -n $fat ]] && fat_mib=$(($(parse_size "$fat") / MiB))
+[[ -n $xfs ]] && ((xfs_mib < 300)) && die "--xfs $xfs is too small: mkfs.xfs needs at least 300M"
+[[ -n $fat ]] && ((fat_mib < 33)) && die "--fat $fat is too small: FAT32 needs at least 33M"
+root_mib=$((size_mib - root_start_mib - 1 - xfs_mib - fat_mib))
 ((root_mib >= 64)) || die "--size $size is too small: need at least $(((root_start_mib + 65)))M (256M boot + 64M root)"
 root_b=$((root_mib * MiB))
 
@@ -526,6 +549,46 @@ UUID=$boot_uuid /boot ext4 defaults 0 2
 EOF
 printf 'cairn-test-%s\n' "$seed" >"$stage/etc/hostname"
 
+# A big directory, for listing benchmarks.
+if ((many > 0)); then
+	mkdir -p "$stage/srv/many"
+	perl -e 'my ($d, $n) = @ARGV; for my $i (1 .. $n) {
+		open(my $f, ">", sprintf("%s/entry-%05d.conf", $d, $i)) or die; print $f "entry $i\n"; close $f }' \
+		"$stage/srv/many" "$many"
+fi
+
+# ------------------------------------------------------ extra partitions' files
+# gen_small_tree DIR LABEL SYMLINKS: a small generated tree for the XFS and
+# FAT partitions: text and random files, nested directories, long names.
+gen_small_tree() {
+	local d=$1 l=$2 i
+	mkdir -p "$d/docs/reports/2026" "$d/media" "$d/empty-dir"
+	gen_text $((96 * 1024)) "$l-notes" "$d/docs/notes.txt"
+	gen_text $((300 * 1024 + 17)) "$l-log" "$d/docs/reports/2026/Quarterly_Report_Q3.txt"
+	gen_random $((1024 * 1024 + 4096)) "$l-img" "$d/media/Photo_With_A_Rather_Long_File_Name_0001.jpg"
+	gen_random 12345 "$l-small" "$d/media/small.bin"
+	: >"$d/docs/empty"
+	for i in $(seq 1 40); do
+		gen_text $((i * 997)) "$l-f$i" "$d/docs/reports/file$i.log"
+	done
+	if (($3)); then
+		ln -s notes.txt "$d/docs/notes-link"
+		ln -s ../docs/reports/2026 "$d/media/reports"
+	fi
+}
+if [[ -n $xfs ]]; then
+	gen_small_tree "$tmp/xfs" xfs 1
+fi
+if [[ -n $fat ]]; then
+	gen_small_tree "$tmp/fat" fat 0
+	mkdir -p "$tmp/fat/EFI/BOOT"
+	gen_random 65536 efi "$tmp/fat/EFI/BOOT/BOOTX64.EFI"
+fi
+# extra_manifest DIR FILE: the manifest of a staging tree.
+extra_manifest() {
+	(cd "$1" && find . -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 -r sha256sum --) >"$2"
+}
+
 # ------------------------------------------------------ manifest (background)
 (cd "$stage" && find . -type f -printf '%P\n' | LC_ALL=C sort) >"$tmp/files.list"
 nfiles=$(wc -l <"$tmp/files.list")
@@ -562,6 +625,39 @@ truncate -s "$root_b" "$tmp/root.img"
 interruptible mkfs.ext4 -F -q -b 4096 -L root -U "$root_uuid" -E "hash_seed=$root_uuid,root_owner=0:0" "${nopt[@]}" \
 	-d "$stage" "$tmp/root.img" || die "mkfs.ext4 for the root file system failed (data does not fit?)"
 
+# xfs_proto DIR: an mkfs.xfs prototype file describing DIR (regular files,
+# directories, symlinks; names without white space).
+xfs_proto() {
+	perl -e '
+		use strict; my $root = shift;
+		sub walk { my ($dir, $depth) = @_;
+			opendir(my $dh, $dir) or die "$dir: $!"; my @n = sort grep { $_ ne "." && $_ ne ".." } readdir($dh); closedir $dh;
+			for my $n (@n) {
+				die "name with white space: $dir/$n\n" if $n =~ /\s/;
+				my $p = "$dir/$n"; my @st = lstat($p) or die "$p: $!"; my $perm = sprintf("%03o", $st[2] & 0777);
+				my $ind = " " x $depth;
+				if (-l $p) { printf "%s%s l--%s %d %d %s\n", $ind, $n, $perm, $st[4], $st[5], readlink($p) }
+				elsif (-d $p) { printf "%s%s d--%s %d %d\n", $ind, $n, $perm, $st[4], $st[5]; walk($p, $depth + 1); print "$ind\$\n" }
+				elsif (-f $p) { printf "%s%s ---%s %d %d %s\n", $ind, $n, $perm, $st[4], $st[5], $p }
+			}
+		}
+		print "/dev/null\n0 0\nd--755 0 0\n"; walk($root, 1); print "\$\n";' "$1"
+}
+if [[ -n $xfs ]]; then
+	log "making XFS file system (${xfs_mib} MiB)"
+	xfs_proto "$tmp/xfs" >"$tmp/xfs.proto" || die "describing the XFS files failed"
+	truncate -s $((xfs_mib * MiB)) "$tmp/xfs.img"
+	mkfs.xfs -q -f -L data -m uuid="$(uuid_of xfs)" -p "$tmp/xfs.proto" "$tmp/xfs.img" || die "mkfs.xfs failed"
+	[[ -n $manifest ]] && extra_manifest "$tmp/xfs" "$manifest.xfs"
+fi
+if [[ -n $fat ]]; then
+	log "making FAT32 file system (${fat_mib} MiB)"
+	truncate -s $((fat_mib * MiB)) "$tmp/fat.img"
+	mkfs.vfat -F 32 -n ESP -i "$(uuid_of fat | cut -c1-8)" "$tmp/fat.img" >/dev/null || die "mkfs.vfat failed"
+	(cd "$tmp/fat" && MTOOLS_SKIP_CHECK=1 mcopy -s -p -m -i "$tmp/fat.img" ./* ::/) || die "mcopy failed"
+	[[ -n $manifest ]] && extra_manifest "$tmp/fat" "$manifest.fat"
+fi
+
 # ------------------------------------------------------ partition table
 log "writing $table partition table"
 img=$out.mkdisk-tmp
@@ -579,13 +675,27 @@ if [[ $table == gpt ]]; then
 	p1="start=$((boot_start_mib * MiB / sector)), size=$((boot_mib * MiB / sector)), type=L, name=\"boot\", uuid=$(uuid_of part1)"
 	p2="start=$((root_start_mib * MiB / sector)), size=$((root_b / sector)), type=L, name=\"root\", uuid=$(uuid_of part2)"
 	lid="label-id: $(uuid_of disk)"
+	xfs_type=L fat_type=U
+	xfs_extra=", name=\"data\", uuid=$(uuid_of part3)" fat_extra=", name=\"ESP\", uuid=$(uuid_of part4)"
 else
 	label=dos
 	p1="start=$((boot_start_mib * MiB / sector)), size=$((boot_mib * MiB / sector)), type=83, bootable"
 	p2="start=$((root_start_mib * MiB / sector)), size=$((root_b / sector)), type=83"
 	lid="label-id: 0x$(uuid_of disk | cut -c1-8)"
+	xfs_type=83 fat_type=c xfs_extra= fat_extra=
 fi
-printf 'label: %s\n%s\nunit: sectors\n\n%s\n%s\n' "$label" "$lid" "$p1" "$p2" |
+extra=
+next_mib=$((root_start_mib + root_mib))
+if [[ -n $xfs ]]; then
+	extra+="start=$((next_mib * MiB / sector)), size=$((xfs_mib * MiB / sector)), type=$xfs_type$xfs_extra"$'\n'
+	xfs_start_mib=$next_mib
+	next_mib=$((next_mib + xfs_mib))
+fi
+if [[ -n $fat ]]; then
+	extra+="start=$((next_mib * MiB / sector)), size=$((fat_mib * MiB / sector)), type=$fat_type$fat_extra"$'\n'
+	fat_start_mib=$next_mib
+fi
+printf 'label: %s\n%s\nunit: sectors\n\n%s\n%s\n%s' "$label" "$lid" "$p1" "$p2" "$extra" |
 	sfdisk --quiet --no-reread --no-tell-kernel "$img" >/dev/null || die "sfdisk failed"
 
 log "placing file systems at their partition offsets"
@@ -593,6 +703,14 @@ dd if="$tmp/boot.img" of="$img" bs=1M oflag=seek_bytes seek=$((boot_start_mib * 
 rm -f -- "$tmp/boot.img"
 interruptible dd if="$tmp/root.img" of="$img" bs=1M oflag=seek_bytes seek=$((root_start_mib * MiB)) conv=notrunc,sparse status=none
 rm -f -- "$tmp/root.img"
+if [[ -n $xfs ]]; then
+	dd if="$tmp/xfs.img" of="$img" bs=1M oflag=seek_bytes seek=$((xfs_start_mib * MiB)) conv=notrunc,sparse status=none
+	rm -f -- "$tmp/xfs.img"
+fi
+if [[ -n $fat ]]; then
+	dd if="$tmp/fat.img" of="$img" bs=1M oflag=seek_bytes seek=$((fat_start_mib * MiB)) conv=notrunc,sparse status=none
+	rm -f -- "$tmp/fat.img"
+fi
 
 wait "$rm_pid" || true
 [[ -n $manifest ]] && mv -f -- "$manifest.mkdisk-tmp" "$manifest"
