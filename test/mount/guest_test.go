@@ -231,3 +231,81 @@ func copyOut(t *testing.T, dir string) string {
 	run(t, "cp", "-a", dir, out)
 	return out
 }
+
+// A crafted guest: one partition whose ext4 root inode is garbage, one
+// whose group descriptors are. Each gives EIO on its own
+// directory and a log line naming the restore point, disk and volume;
+// everything else keeps serving.
+func TestHostileGuest(t *testing.T) {
+	for _, tool := range []string{"sfdisk", "mkfs.ext4", "debugfs"} {
+		testimg.RequireTool(t, tool)
+	}
+	requireFUSE(t)
+	t.Setenv("CAIRN_PASSWORD", password)
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	img := testimg.Make(t, filepath.Join(dir, "hostile.raw"), testimg.Spec{
+		Size: 80 * MiB, Label: "gpt", Seed: 9,
+		Parts: []testimg.PartSpec{{Size: 24 * MiB, Fill: testimg.Ext4}, {Size: 24 * MiB, Fill: testimg.Ext4}, {Size: 24 * MiB, Fill: testimg.Ext4}},
+	})
+	p1, p2 := img.Parts[0], img.Parts[1]
+	// The root inode of p1: debugfs says where it is.
+	part := filepath.Join(dir, "p1.img")
+	os.WriteFile(part, img.Bytes(t)[p1.Start:p1.Start+p1.Size], 0o600)
+	imap := run(t, "debugfs", "-R", "imap <2>", part)
+	var blk, off int64
+	if i := strings.Index(imap, "located at block "); i < 0 {
+		t.Fatalf("debugfs imap: %s", imap)
+	} else if _, err := fmt.Sscanf(imap[i:], "located at block %d, offset 0x%x", &blk, &off); err != nil {
+		t.Fatalf("debugfs imap %q: %v", imap, err)
+	}
+	stats := run(t, "debugfs", "-R", "stats", part)
+	var bs int64
+	if i := strings.Index(stats, "Block size:"); i < 0 {
+		t.Fatalf("debugfs stats: %s", stats)
+	} else {
+		fmt.Sscanf(strings.TrimSpace(stats[i+len("Block size:"):]), "%d", &bs)
+	}
+	testimg.WriteAt(t, img.Path, bytes.Repeat([]byte{0xa5}, 256), p1.Start+blk*bs+off)
+	// p2: its first group descriptor (the block after the superblock's)
+	// overwritten; the superblock is intact, so it is recognised as ext4.
+	gdt := int64(2048)
+	if bs > 1024 {
+		gdt = bs
+	}
+	testimg.WriteAt(t, img.Path, bytes.Repeat([]byte{0xa5}, 64), p2.Start+gdt)
+
+	cairn(t, repoDir, "init", "-q")
+	cairn(t, repoDir, "backup", "-q", "--vm", "hostile", "--disk", "vda="+img.Path)
+	m := startMount(t, repoDir)
+	vda := m.path("hostile", "latest", "vda")
+	for _, p := range []string{"p1", "p2"} {
+		_, err := os.ReadDir(filepath.Join(vda, p))
+		if !isErrno(err, syscall.EIO) {
+			t.Fatalf("listing the damaged %s/: %v, want EIO", p, err)
+		}
+	}
+	var list []struct{ ID string }
+	json.Unmarshal([]byte(cairn(t, repoDir, "list", "--json")), &list)
+	for _, vol := range []string{"p1", "p2"} {
+		want := fmt.Sprintf("restore point %s disk vda volume %s", list[0].ID, vol)
+		eventually(t, 5*time.Second, func() error {
+			if !strings.Contains(m.stderr.String(), want) {
+				return fmt.Errorf("no log line %q in:\n%s", want, m.stderr)
+			}
+			return nil
+		})
+	}
+	// The rest still serves: the healthy partition's files, the images.
+	if got, err := os.ReadFile(filepath.Join(vda, "p3", "dir3", "text.txt")); err != nil || !bytes.HasPrefix(got, []byte("file 3 of a cairn test file system\n")) {
+		t.Fatalf("p3/dir3/text.txt: %v", err)
+	}
+	if fileSHA(t, m.path("hostile", "latest", "vda.raw")) != fileSHA(t, img.Path) {
+		t.Fatal("vda.raw must still read")
+	}
+	src := img.Bytes(t)
+	if got, err := os.ReadFile(filepath.Join(vda, "p1.raw")); err != nil || !bytes.Equal(got, src[p1.Start:p1.Start+p1.Size]) {
+		t.Fatalf("p1.raw: %v", err)
+	}
+	m.stop(syscall.SIGTERM)
+}
