@@ -169,13 +169,17 @@ func (in *inspector) classify(v *Volume) (*physicalVolume, error) {
 	in.probed++
 	r := &errReader{r: v.r}
 	if v.Kind != LogicalVolume { // no LVM on LVM
-		pv, ok := probePV(r, v.Size)
-		if r.err != nil {
-			return nil, r.err
+		pv, err := probePV(v.r, v.Size)
+		if err != nil && !errors.Is(err, vfs.ErrMalformed) {
+			return nil, err
 		}
-		if ok {
+		if err != nil {
+			v.PV = true // a damaged one: its raw image stays
+			in.m.Notes = append(in.m.Notes, fmt.Sprintf("%s: LVM physical volume: %v", v, err))
+			return nil, nil
+		}
+		if pv != nil {
 			v.PV = true
-			pv.r, pv.size = v.r, v.Size
 			return pv, nil
 		}
 	}

@@ -42,8 +42,9 @@ var ErrNoFileSystem = errors.New("no known file system")
 // partition or a logical volume.
 type Volume struct {
 	Kind Kind
-	// Disk is the disk the volume is on; for a logical volume, the disk
-	// holding the first physical volume of its volume group.
+	// Disk is the disk the volume is on; for a logical volume, the first
+	// disk (in the order given to Inspect) holding a physical volume of its
+	// volume group: a group spanning vda and vdb shows under vda.
 	Disk string
 	// Number is the partition number (Partition only).
 	Number int
