@@ -22,14 +22,18 @@ import (
 func mountCommand() *ucli.Command {
 	return &ucli.Command{
 		Name:      "mount",
-		Usage:     "browse restore points as read-only disk images (FUSE)",
+		Usage:     "browse restore points as read-only disk images and guest files (FUSE)",
 		ArgsUsage: "MOUNTPOINT",
 		Description: "Mounts the repository read-only on MOUNTPOINT: a directory per VM, a directory per\n" +
-			"restore point (named by its UTC time) holding vm.json, <disk>.raw per disk and\n" +
-			"<disk>/p<N>.raw per partition, and a `latest` symlink. Backups finishing while\n" +
-			"mounted show up within seconds. Runs in the foreground until Ctrl-C, SIGTERM or\n" +
-			"`cairn umount MOUNTPOINT`, then unmounts.\n\n" +
-			"Example: cairn mount /mnt/cairn & qemu-img info /mnt/cairn/web1/latest/vda.raw",
+			"restore point (named by its UTC time) holding vm.json, <disk>.raw per disk, and in\n" +
+			"<disk>/: p<N>.raw per partition and p<N>/ with the files of its file system, fs/\n" +
+			"for a file system on a disk without partition table, lvm/<vg>/<lv>.raw and\n" +
+			"lvm/<vg>/<lv>/ for LVM logical volumes; and a `latest` symlink. ext2/3/4, XFS,\n" +
+			"NTFS and FAT are read by cairn itself. Backups finishing while mounted show up within\n" +
+			"seconds. Runs in the foreground until Ctrl-C, SIGTERM or `cairn umount MOUNTPOINT`,\n" +
+			"then unmounts.\n\n" +
+			"Examples: cairn mount /mnt/cairn & qemu-img info /mnt/cairn/web1/latest/vda.raw\n" +
+			"          cp -a /mnt/cairn/web1/latest/vda/p2/etc/nginx /tmp/",
 		Flags: []ucli.Flag{
 			&ucli.BoolFlag{Name: "allow-other", Usage: "let other users read the mount (e.g. qemu running as another user); they can then read every backed-up disk"},
 			&ucli.StringFlag{Name: "cache-size", Value: "256MiB", Usage: "memory for decoded blocks (`SIZE`, e.g. 256MiB, 1GiB)"},
