@@ -2,7 +2,8 @@
 # cairn benchmark: one run, side by side, on a realistic disk image.
 #   cat and lz4 -1 of the image (the floor), first backup, second backup after
 #   a few percent of the data changed, restore. Figures: MB/s over the logical
-#   size, ratio to cat, peak RSS, repository growth / changed bytes.
+#   size, ratio to cat, peak RSS, repository growth / changed bytes. Then the
+#   mount figures on the same repository (scripts/bench-mount.sh; MOUNT=0 skips).
 # Usage: scripts/bench.sh [BIN]   (env: SIZE=8G DATA=3G CHANGE_PCT=3 WORK=.bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,10 +17,10 @@ for t in lz4 /usr/bin/time python3; do
   command -v "$t" >/dev/null || { echo "bench needs $t (apt-get install lz4 time python3)" >&2; exit 1; }
 done
 
-DISK=$WORK/disk-$SIZE-$DATA.raw
+DISK=$WORK/disk-$SIZE-$DATA-many.raw
 if [ ! -f "$DISK" ]; then
   echo "building $DISK ..."
-  scripts/mkdisk.sh --out "$DISK.tmp" --size "$SIZE" --data "$DATA" --seed 7 && mv "$DISK.tmp" "$DISK"
+  scripts/mkdisk.sh --out "$DISK.tmp" --size "$SIZE" --data "$DATA" --many 5000 --seed 7 && mv "$DISK.tmp" "$DISK"
 fi
 IMG=$WORK/vda.raw
 cp --sparse=always "$DISK" "$IMG" && sync  # no writeback of the copy during the runs
@@ -79,3 +80,7 @@ print(f"\nrepository after first backup: {size1/1e9:.2f} GB ({alloc/max(size1,1)
 print(f"second backup grew the repository by {(size2-size1)/1e6:.1f} MB = {(size2-size1)/max(changed,1):.2f}x the changed bytes")
 print(f"restored image: {ralloc/1e9:.2f} GB allocated of {logical/1e9:.2f} GB (sparse), byte-identical")
 PY
+
+if [[ ${MOUNT:-1} != 0 ]]; then
+  scripts/bench-mount.sh "$IMG" "$REPO"
+fi

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/fs/testimg"
 	"github.com/cairn-backup/cairn/repo"
 )
 
@@ -22,7 +23,12 @@ import (
 // --data 3G). CAIRN_BENCH_REPO reuses a repository holding a restore
 // point of VM "bench" of that image (CAIRN_PASSWORD unlocks it).
 //
-//	CAIRN_BENCH_IMAGE=/var/tmp/disk.raw go test ./fs -run TestBenchMount -v -timeout 30m
+// As root it also measures the guest tree against a kernel loop mount of
+// partition 2 (CAIRN_BENCH_GUEST_DIR, default usr; copies go to
+// CAIRN_BENCH_TMP) and ls -l of CAIRN_BENCH_BIG_DIR (default srv/many, made
+// by mkdisk.sh --many 5000). scripts/bench-mount.sh runs it.
+//
+//	CAIRN_BENCH_IMAGE=/var/tmp/disk.raw go test ./test/mount -run TestBenchMount -v -timeout 30m
 func TestBenchMount(t *testing.T) {
 	image := os.Getenv("CAIRN_BENCH_IMAGE")
 	if image == "" {
@@ -42,6 +48,22 @@ func TestBenchMount(t *testing.T) {
 	t.Logf("image %s: %.2f GiB", image, float64(st.Size())/(1<<30))
 
 	cache := envOr("CAIRN_BENCH_CACHE", "256MiB")
+	dropCaches(t)
+	start := time.Now()
+	run(t, "sh", "-c", "cat '"+image+"' >/dev/null")
+	srcCat := time.Since(start)
+	start = time.Now()
+	run(t, "sh", "-c", "cat '"+image+"' >/dev/null")
+	t.Logf("cat of the source image: %.0f MB/s cold, %.0f MB/s from the page cache",
+		float64(st.Size())/srcCat.Seconds()/1e6, float64(st.Size())/time.Since(start).Seconds()/1e6)
+	{
+		m := startMount(t, repoDir, "--cache-size", cache)
+		start := time.Now()
+		run(t, "sh", "-c", "cat '"+m.path("bench", "latest", "vda.raw")+"' >/dev/null")
+		el := time.Since(start)
+		t.Logf("cat of vda.raw, fresh mount: %.0f MB/s (%.2fx cat of the source image, cold)", float64(st.Size())/el.Seconds()/1e6, srcCat.Seconds()/el.Seconds())
+		m.stop(15)
+	}
 	for i := 0; i < 2; i++ {
 		m := startMount(t, repoDir, "--cache-size", cache)
 		img := m.path("bench", "latest", "vda.raw")
@@ -106,6 +128,110 @@ func TestBenchMount(t *testing.T) {
 		wg.Wait()
 		t.Logf("random 4 KiB reads, %s, %d in parallel, cold: %.0f reads/s (slowest %s)", c.name, c.qd, float64(n.Load())/5, worst.Round(time.Microsecond))
 		m.stop(15)
+	}
+	benchWarmReads(t, repoDir, cache, dataBlocks)
+	benchGuest(t, repoDir, image, cache)
+}
+
+// benchWarmReads reads the same 20,000 random 4 KiB blocks of stored data
+// twice on a fresh mount: the first pass is cold, the second warm (the
+// kernel's page cache and cairn's block cache).
+func benchWarmReads(t *testing.T, repoDir, cache string, dataBlocks []int64) {
+	m := startMount(t, repoDir, "--cache-size", cache)
+	defer m.stop(15)
+	f, err := os.Open(m.path("bench", "latest", "vda.raw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rng := rand.New(rand.NewPCG(7, 7))
+	offs := make([]int64, 20000)
+	for i := range offs {
+		offs[i] = dataBlocks[rng.IntN(len(dataBlocks))]*65536 + rng.Int64N(16)*4096
+	}
+	buf := make([]byte, 4096)
+	for pass, name := range []string{"cold", "warm"} {
+		start := time.Now()
+		for _, off := range offs {
+			if _, err := f.ReadAt(buf, off); err != nil {
+				t.Fatal(err)
+			}
+		}
+		el := time.Since(start)
+		t.Logf("random 4 KiB reads of stored data, 1 at a time, %s (pass %d over the same 20,000 blocks): %.0f reads/s",
+			name, pass+1, float64(len(offs))/el.Seconds())
+	}
+}
+
+// benchGuest measures the guest file tree: cp -a of the biggest directory
+// of partition 2 from the mount against the same copy from a kernel loop
+// mount of the partition (both with cold caches), and the first ls -l of
+// a restore point's root and of a big guest directory.
+func benchGuest(t *testing.T, repoDir, image, cache string) {
+	if os.Geteuid() != 0 {
+		t.Log("guest figures skipped: the reference loop mount needs root")
+		return
+	}
+	var p2 *testimg.Part
+	for _, p := range testimg.Layout(t, image) {
+		if p.Number == 2 {
+			p2 = &p
+		}
+	}
+	if p2 == nil {
+		t.Log("guest figures skipped: the image has no partition 2")
+		return
+	}
+	dir := envOr("CAIRN_BENCH_GUEST_DIR", "usr")
+	tmp := envOr("CAIRN_BENCH_TMP", t.TempDir())
+	ref := loopMount(t, image, p2.Start, p2.Size, "ext4")
+	cp := func(src string) (time.Duration, int64) {
+		dst, err := os.MkdirTemp(tmp, "cp-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dst)
+		dropCaches(t)
+		start := time.Now()
+		run(t, "cp", "-a", src, dst)
+		el := time.Since(start)
+		out, _ := exec.Command("du", "-sb", "--apparent-size", dst).Output()
+		var n int64
+		fmt.Sscan(string(out), &n)
+		return el, n
+	}
+	kel, kn := cp(filepath.Join(ref, dir))
+	m := startMount(t, repoDir, "--cache-size", cache)
+	fel, fn := cp(m.path("bench", "latest", "vda", "p2", dir))
+	t.Logf("cp -a /%s (%.2f GB): kernel loop mount %.0f MB/s, cairn mount %.0f MB/s = %.0f%% (daemon max RSS %s)",
+		dir, float64(kn)/1e9, float64(kn)/kel.Seconds()/1e6, float64(fn)/fel.Seconds()/1e6,
+		100*kel.Seconds()/fel.Seconds(), procHWM(t, m.cmd.Process.Pid))
+	m.stop(15)
+
+	m = startMount(t, repoDir, "--cache-size", cache)
+	defer m.stop(15)
+	lsl := func(path string) (time.Duration, int) {
+		start := time.Now()
+		out, err := exec.Command("ls", "-l", path).Output()
+		if err != nil {
+			t.Fatalf("ls -l %s: %v", path, err)
+		}
+		return time.Since(start), strings.Count(string(out), "\n")
+	}
+	el, n := lsl(m.path("bench", "latest"))
+	t.Logf("first ls -l of a restore point's root: %s (%d lines)", el.Round(time.Microsecond), n)
+	big := envOr("CAIRN_BENCH_BIG_DIR", "srv/many")
+	el, n = lsl(m.path("bench", "latest", "vda", "p2", big))
+	el2, _ := lsl(m.path("bench", "latest", "vda", "p2", big))
+	t.Logf("first ls -l of /%s (%d entries): %s; again: %s", big, n-1, el.Round(time.Microsecond), el2.Round(time.Microsecond))
+}
+
+// dropCaches empties the kernel's page cache (root), so that both sides
+// of a comparison start cold.
+func dropCaches(t *testing.T) {
+	exec.Command("sync").Run()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		t.Logf("could not drop the page cache (%v): figures may be warm", err)
 	}
 }
 
