@@ -25,14 +25,16 @@ var _ vfs.FS = (*FS)(nil)
 // journal in memory so that every later read sees the file system as the
 // kernel would after mounting it. Nothing is written to r.
 func Open(r io.ReaderAt, size int64) (vfs.FS, error) {
-	f, err := open(r, size)
+	f, err := open(r, size, true)
 	if err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
-func open(r io.ReaderAt, size int64) (*FS, error) {
+// open opens the file system; replay false (for tests) reads it as it is
+// on disk even when it needs recovery.
+func open(r io.ReaderAt, size int64, replay bool) (*FS, error) {
 	b := make([]byte, superSize)
 	dev := newDevice(r, size, 1024)
 	if err := dev.rawReadAt(b, superOffset); err != nil {
@@ -47,6 +49,9 @@ func open(r io.ReaderAt, size int64) (*FS, error) {
 		return f, nil
 	}
 	f.recovery.NeedsRecovery = true
+	if !replay {
+		return f, nil
+	}
 	if sb.compat&compatHasJournal == 0 || sb.journalInum == 0 || sb.journalDev != 0 && sb.journalInum == 0 {
 		f.recovery.External = true
 		return f, nil

@@ -53,6 +53,7 @@ type Recovery struct {
 	External      bool // the journal is on another device and was not replayed
 	Transactions  int  // committed transactions replayed in memory
 	Blocks        int  // distinct file system blocks the replay rewrote
+	wrapped       bool // the replayed log wrapped round the end of the journal
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -76,6 +77,7 @@ type journal struct {
 	tagBytes int
 	csum     bool // checksum v2 or v3: descriptor/revoke tails, commit checksums
 	seed     uint32
+	wrapped  bool // the scan went past the end of the log (tests)
 }
 
 // replayJournal replays the internal journal, returning the overlay of
@@ -105,6 +107,7 @@ func (f *FS) replayJournal(ino uint64) (map[uint64]overlayBlock, Recovery, error
 	}
 	rec.Transactions = int(end - j.seq)
 	rec.Blocks = len(overlay)
+	rec.wrapped = j.wrapped
 	return overlay, rec, nil
 }
 
@@ -196,6 +199,7 @@ func (j *journal) block(n uint32) ([]byte, error) {
 
 func (j *journal) wrap(n uint32) uint32 {
 	if n >= j.last {
+		j.wrapped = true
 		n -= j.last - j.first
 	}
 	return n

@@ -1,0 +1,204 @@
+package ext
+
+import (
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/guest/vfs"
+)
+
+// TestDirtyJournal makes the image of a crash-consistent snapshot: an ext
+// file system loop-mounted by the kernel, written, synced (the journal
+// commits) and copied while still mounted, so its newest metadata is only
+// in the journal. The reader must show the state e2fsck -fy recovers.
+func TestDirtyJournal(t *testing.T) {
+	requireTool(t, "mkfs.ext4", "mkfs.ext3", "e2fsck", "mount", "umount", "cp")
+	requireRoot(t)
+	cases := []struct {
+		name   string
+		mkfs   []string
+		rounds int
+	}{
+		{"ext4", []string{"mkfs.ext4"}, 2},                                        // 64-bit, checksum v3 tags
+		{"ext3", []string{"mkfs.ext3"}, 2},                                        // 32-bit tags, no checksums
+		{"ext4-1k-wrap", []string{"mkfs.ext4", "-b", "1024", "-J", "size=1"}, 8},  // the log wraps
+		{"ext4-nocsum", []string{"mkfs.ext4", "-O", "^metadata_csum,^64bit"}, 2}, // v2 journal, plain tags
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var dirty string
+			for attempt := 1; ; attempt++ {
+				var ok bool
+				dirty, ok = makeDirty(t, c.mkfs, c.rounds+attempt)
+				if ok {
+					break
+				}
+				if attempt == 4 {
+					t.Fatal("could not catch the file system with committed, unchecked-pointed transactions in its journal")
+				}
+			}
+			rec := checkDirty(t, dirty)
+			if strings.HasSuffix(c.name, "-wrap") && !rec.wrapped {
+				t.Error("the replayed log did not wrap round the end of the journal")
+			}
+		})
+	}
+}
+
+// makeDirty returns a copy of a mounted file system taken after sync, and
+// whether it really needs replay: needs_recovery set, a transaction in the
+// journal, and the last round's directory missing without replay.
+func makeDirty(t *testing.T, mkfs []string, rounds int) (string, bool) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "live.img")
+	args := append(mkfs[1:], "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", img, "64M")
+	runCmd(t, mkfs[0], args...)
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	runCmd(t, "mount", "-o", "loop", img, mnt)
+	mounted := true
+	defer func() {
+		if mounted {
+			runCmd(t, "umount", mnt)
+		}
+	}()
+	rng := rand.New(rand.NewSource(int64(rounds)))
+	// fsync commits the running transaction (every pending metadata change
+	// of the file system) to the journal without writing the metadata
+	// blocks back in place, as sync(1) would (it syncs the block device).
+	for r := 0; r < rounds; r++ {
+		churn(t, mnt, r, rng)
+		fsync(t, filepath.Join(mnt, fmt.Sprintf("round-%d", r)))
+		fsync(t, mnt)
+	}
+	dirty := filepath.Join(dir, "dirty.img")
+	runCmd(t, "cp", "--sparse=always", img, dirty)
+	runCmd(t, "umount", mnt)
+	mounted = false
+
+	fh, err := os.Open(dirty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	st, _ := fh.Stat()
+	raw, err := open(fh, st.Size(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !raw.recovery.NeedsRecovery {
+		t.Logf("attempt %d: needs_recovery not set", rounds)
+		return dirty, false
+	}
+	last := fmt.Sprintf("round-%d", rounds-1)
+	if _, err := raw.Lookup(raw.Root(), last); !errors.Is(err, vfs.ErrNotFound) {
+		t.Logf("attempt %d: %s already on disk without replay (%v)", rounds, last, err)
+		return dirty, false
+	}
+	return dirty, true
+}
+
+// churn writes, renames, deletes and re-times files in round r.
+func churn(t *testing.T, mnt string, r int, rng *rand.Rand) {
+	d := filepath.Join(mnt, fmt.Sprintf("round-%d", r))
+	must := func(err error) {
+		if err != nil {
+			t.Helper()
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(d, "sub"), 0o750))
+	for i := 0; i < 150; i++ {
+		b := make([]byte, rng.Intn(9000))
+		rng.Read(b)
+		must(os.WriteFile(filepath.Join(d, fmt.Sprintf("f%03d", i)), b, 0o644))
+		if i%10 == 0 {
+			fsync(t, filepath.Join(d, fmt.Sprintf("f%03d", i)))
+		}
+	}
+	big := make([]byte, 1<<20+rng.Intn(100000))
+	rng.Read(big)
+	must(os.WriteFile(filepath.Join(d, "big"), big, 0o600))
+	fsync(t, filepath.Join(d, "big"))
+	for i := 0; i < 150; i += 3 {
+		must(os.Rename(filepath.Join(d, fmt.Sprintf("f%03d", i)), filepath.Join(d, "sub", fmt.Sprintf("moved%03d", i))))
+	}
+	for i := 1; i < 150; i += 7 {
+		if i%3 == 0 {
+			continue // moved above
+		}
+		must(os.Remove(filepath.Join(d, fmt.Sprintf("f%03d", i))))
+	}
+	must(os.Symlink("../big", filepath.Join(d, "sub", "link")))
+	must(os.Link(filepath.Join(d, "big"), filepath.Join(d, "sub", "big-again")))
+	must(os.Lchown(filepath.Join(d, "f002"), 1000+r, 2000+r))
+	must(os.Chtimes(filepath.Join(d, "f005"), time.Unix(4102444800+int64(r), 123456789), time.Unix(4102444800+int64(r), 987654321)))
+	must(os.Chtimes(filepath.Join(d, "f010"), time.Unix(-1e8, 5), time.Unix(-1e8, 5)))
+	if r > 0 {
+		// Rewrite and delete what the previous round made.
+		prev := filepath.Join(mnt, fmt.Sprintf("round-%d", r-1))
+		must(os.WriteFile(filepath.Join(prev, "f004"), []byte("rewritten"), 0o644))
+		must(os.RemoveAll(filepath.Join(prev, "sub")))
+		must(os.Rename(filepath.Join(prev, "big"), filepath.Join(d, "big-from-before")))
+	}
+}
+
+func fsync(t *testing.T, path string) {
+	t.Helper()
+	fh, err := os.Open(path)
+	if err == nil {
+		err = fh.Sync()
+		fh.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkDirty compares the reader's view of the dirty image with the
+// kernel's view of a copy recovered by e2fsck -fy.
+func checkDirty(t *testing.T, dirty string) Recovery {
+	fh, err := os.Open(dirty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	st, _ := fh.Stat()
+	fsys, err := Open(fh, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := fsys.(*FS).Recovery()
+	t.Logf("replayed %d transactions, %d blocks", rec.Transactions, rec.Blocks)
+	if !rec.NeedsRecovery || rec.External || rec.Transactions == 0 || rec.Blocks == 0 {
+		t.Fatalf("recovery %+v: nothing replayed", rec)
+	}
+	if err := fsys.(*FS).JournalWarning(); err != nil {
+		t.Errorf("JournalWarning for an internal journal: %v", err)
+	}
+
+	recovered := filepath.Join(t.TempDir(), "recovered.img")
+	runCmd(t, "cp", "--sparse=always", dirty, recovered)
+	if out, err := exec.Command("e2fsck", "-fy", recovered).CombinedOutput(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() > 1 {
+			t.Fatalf("e2fsck -fy: %v\n%s", err, out)
+		}
+	}
+	mnt := t.TempDir()
+	runCmd(t, "mount", "-o", "loop,ro", recovered, mnt)
+	defer runCmd(t, "umount", mnt)
+	if n := compareTree(t, fsys, mnt, true, true); n < 100 {
+		t.Errorf("compared only %d files", n)
+	}
+	return rec
+}
