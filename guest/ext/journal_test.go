@@ -26,9 +26,9 @@ func TestDirtyJournal(t *testing.T) {
 		mkfs   []string
 		rounds int
 	}{
-		{"ext4", []string{"mkfs.ext4"}, 2},                                        // 64-bit, checksum v3 tags
-		{"ext3", []string{"mkfs.ext3"}, 2},                                        // 32-bit tags, no checksums
-		{"ext4-1k-wrap", []string{"mkfs.ext4", "-b", "1024", "-J", "size=1"}, 8},  // the log wraps
+		{"ext4", []string{"mkfs.ext4"}, 2},                                       // 64-bit, checksum v3 tags
+		{"ext3", []string{"mkfs.ext3"}, 2},                                       // 32-bit tags, no checksums
+		{"ext4-1k-wrap", []string{"mkfs.ext4", "-b", "1024", "-J", "size=1"}, 8}, // the log wraps
 		{"ext4-nocsum", []string{"mkfs.ext4", "-O", "^metadata_csum,^64bit"}, 2}, // v2 journal, plain tags
 	}
 	for _, c := range cases {
