@@ -1,6 +1,7 @@
 package guest
 
 import (
+	"github.com/cairn-backup/cairn/guest/ext"
 	"github.com/cairn-backup/cairn/guest/fat"
 	"github.com/cairn-backup/cairn/guest/ntfs"
 	"github.com/cairn-backup/cairn/guest/xfs"
@@ -8,6 +9,7 @@ import (
 
 // builtin is the list Readers returns.
 var builtin = []Reader{
+	{Name: "ext", Probe: ext.Probe, Open: ext.Open},
 	{Name: "xfs", Probe: xfs.Probe, Open: xfs.Open},
 	{Name: "ntfs", Probe: ntfs.Probe, Open: ntfs.Open},
 	{Name: "fat", Probe: fat.Probe, Open: fat.Open},

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -263,3 +264,5 @@ func isErrno(err error, want syscall.Errno) bool {
 	var e syscall.Errno
 	return errors.As(err, &e) && e == want
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
