@@ -98,9 +98,11 @@ func (l *lab) lvm(args ...string) string {
 		` devices{obtain_device_list_from_udev=0 use_devicesfile=0 global_filter=[` + strings.Join(accept, ",") + `,"r|.*|"]}`
 	cmd := exec.Command(args[0], append([]string{"--config", conf}, args[1:]...)...)
 	cmd.Env = append(os.Environ(), "LVM_SUPPRESS_FD_WARNINGS=1")
-	out, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		l.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		l.t.Fatalf("%s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
 	}
 	return string(out)
 }
@@ -280,7 +282,7 @@ func TestWholeDiskAndPartition(t *testing.T) {
 	l.lvm("lvcreate", "-an", "-Zn", "-n", "root", "-L", "5m", "vgdisk")
 	l.lvm("lvcreate", "-an", "-Zn", "-n", "data", "-L", "7m", "vgdisk")
 	l.lvm("lvextend", "-L", "+6m", "vgdisk/root")
-	for i := 0; i < 30; i++ { // churn the circular metadata buffer
+	for i := 0; i < 12; i++ { // churn the circular metadata buffer
 		l.lvm("lvcreate", "-an", "-Zn", "-n", "tmp", "-L", "1m", "vgdisk")
 		l.lvm("lvremove", "-f", "vgdisk/tmp")
 	}
@@ -339,17 +341,15 @@ func TestWholeDiskAndPartition(t *testing.T) {
 func TestTwoPVs(t *testing.T) {
 	requireTools(t)
 	l := newLab(t)
-	a, b := l.image("a.img", 32<<20), l.image("b.img", 32<<20)
+	a, b := l.image("a.img", 48<<20), l.image("b.img", 48<<20)
 	da, db := l.attach(a, 0, 0), l.attach(b, 0, 0)
 	l.lvm("pvcreate", da, db)
 	l.lvm("vgcreate", "-s", "2m", "vgtwo", da, db)
-	l.lvm("lvcreate", "-an", "-Zn", "-n", "span", "-L", "40m", "vgtwo")
 	l.lvm("lvcreate", "-an", "-Zn", "-n", "stripe", "-i", "2", "-I", "64k", "-L", "8m", "vgtwo")
-	snapOK := exec.Command("true").Run() == nil
+	l.lvm("lvcreate", "-an", "-Zn", "-n", "span", "-L", "60m", "vgtwo")
 	want := l.fill("vgtwo", rand.New(rand.NewSource(9)))
 	uuidB := strings.ReplaceAll(strings.TrimSpace(l.lvm("pvs", "--noheadings", "-o", "pv_uuid", db)), "-", "")
 	l.detach()
-	_ = snapOK
 
 	pvs := readPVs(t, part{file: a}, part{file: b})
 	vols, err := Assemble(pvs)
