@@ -11,6 +11,7 @@ import (
 // dirListing is a parsed directory.
 type dirListing struct {
 	ents    []dirent
+	byName  map[string]int // exact name → first index in ents
 	subdirs uint32
 	bytes   int64  // size of the directory's region
 	label   string // root only: the volume label entry
@@ -79,7 +80,7 @@ func (s *fsys) readDirRegion(ino uint64) ([]byte, func(int64) int64, error) {
 
 // parseDir decodes the entries of one directory.
 func (s *fsys) parseDir(ino uint64, buf []byte, posOf func(int64) int64) (*dirListing, error) {
-	l := &dirListing{bytes: int64(len(buf))}
+	l := &dirListing{bytes: int64(len(buf)), byName: map[string]int{}}
 	var lfn lfnState
 	for off := 0; off+direntSize <= len(buf); off += direntSize {
 		b := buf[off : off+direntSize]
@@ -118,6 +119,9 @@ func (s *fsys) parseDir(ino uint64, buf []byte, posOf func(int64) int64) (*dirLi
 		}
 		if d.isDir() {
 			l.subdirs++
+		}
+		if _, dup := l.byName[d.name]; !dup {
+			l.byName[d.name] = len(l.ents)
 		}
 		l.ents = append(l.ents, d)
 	}

@@ -129,10 +129,8 @@ func (s *fsys) Lookup(dir uint64, name string) (vfs.DirEntry, error) {
 	if err != nil {
 		return vfs.DirEntry{}, err
 	}
-	for i := range l.ents {
-		if l.ents[i].name == name {
-			return l.ents[i].vfsEntry(), nil
-		}
+	if i, ok := l.byName[name]; ok {
+		return l.ents[i].vfsEntry(), nil
 	}
 	for i := range l.ents {
 		if strings.EqualFold(l.ents[i].name, name) || strings.EqualFold(l.ents[i].short, name) {

@@ -16,7 +16,7 @@ type fsys struct {
 	records uint64
 	label   string
 	inodes  *lru[*inode]
-	dirs    *lru[[]dentry]
+	dirs    *lru[*dirIndex]
 }
 
 var _ vfs.FS = (*fsys)(nil)
@@ -34,7 +34,7 @@ func Open(r io.ReaderAt, size int64) (fs vfs.FS, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &fsys{r: r, v: v, inodes: newLRU[*inode](inodeCacheWeight), dirs: newLRU[[]dentry](dirCacheWeight)}
+	s := &fsys{r: r, v: v, inodes: newLRU[*inode](inodeCacheWeight), dirs: newLRU[*dirIndex](dirCacheWeight)}
 	if err := s.bootstrapMFT(); err != nil {
 		return nil, err
 	}
@@ -195,8 +195,8 @@ func (s *fsys) ReadDir(ino uint64) (out []vfs.DirEntry, err error) {
 	if err != nil {
 		return nil, err
 	}
-	out = make([]vfs.DirEntry, len(l))
-	for i, d := range l {
+	out = make([]vfs.DirEntry, len(l.ents))
+	for i, d := range l.ents {
 		out[i] = d.vfsEntry()
 	}
 	return out, nil
@@ -223,12 +223,10 @@ func (s *fsys) Lookup(dir uint64, name string) (e vfs.DirEntry, err error) {
 	if err != nil {
 		return vfs.DirEntry{}, err
 	}
-	for _, d := range l {
-		if d.name == name {
-			return d.vfsEntry(), nil
-		}
+	if i, ok := l.byName[name]; ok {
+		return l.ents[i].vfsEntry(), nil
 	}
-	for _, d := range l {
+	for _, d := range l.ents {
 		if strings.EqualFold(d.name, name) {
 			return d.vfsEntry(), nil
 		}

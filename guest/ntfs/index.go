@@ -22,8 +22,14 @@ const (
 	rootRecord    = 5
 )
 
+// dirIndex is a parsed directory.
+type dirIndex struct {
+	ents   []dentry
+	byName map[string]int // exact name → index in ents
+}
+
 // listing returns the visible entries of directory no, B-tree order.
-func (s *fsys) listing(no uint64) ([]dentry, error) {
+func (s *fsys) listing(no uint64) (*dirIndex, error) {
 	if d, ok := s.dirs.get(no); ok {
 		return d, nil
 	}
@@ -38,8 +44,14 @@ func (s *fsys) listing(no uint64) ([]dentry, error) {
 	if err := w.root(); err != nil {
 		return nil, err
 	}
-	s.dirs.put(no, w.out, len(w.out))
-	return w.out, nil
+	d := &dirIndex{ents: w.out, byName: make(map[string]int, len(w.out))}
+	for i, e := range w.out {
+		if _, dup := d.byName[e.name]; !dup {
+			d.byName[e.name] = i
+		}
+	}
+	s.dirs.put(no, d, len(w.out))
+	return d, nil
 }
 
 type indexWalk struct {

@@ -148,7 +148,7 @@ func TestIndexLoop(t *testing.T) {
 	v := &volume{clusterSize: 4096, clusters: 16}
 	in := &inode{no: 99, isDir: true, indexRoot: root,
 		indexAlloc: &stream{v: v, resident: blk, size: bs, init: bs, unitNo: -1}}
-	s := &fsys{v: v, inodes: newLRU[*inode](100), dirs: newLRU[[]dentry](100)}
+	s := &fsys{v: v, inodes: newLRU[*inode](100), dirs: newLRU[*dirIndex](100)}
 	s.inodes.put(99, in, 0)
 	_, err := s.ReadDir(99)
 	wantMalformed(t, err, "loop")
