@@ -64,6 +64,13 @@ func buildSource(t *testing.T, src string) {
 	must(t, os.MkdirAll(filepath.Join(src, "links/other"), 0o755))
 	must(t, os.Link(filepath.Join(src, "links/original.txt"), filepath.Join(src, "links/other/hardlink.txt")))
 	must(t, os.Link(filepath.Join(src, "links/original.txt"), filepath.Join(src, "hardlink-at-root.txt")))
+	// Enough names that the $FILE_NAME attributes overflow the MFT record
+	// into extension records named by an $ATTRIBUTE_LIST.
+	put("links/many/original", []byte("many names\n"))
+	for i := range 60 {
+		must(t, os.Link(filepath.Join(src, "links/many/original"),
+			filepath.Join(src, fmt.Sprintf("links/many/hard link number %02d with a long name to fill the record", i))))
+	}
 	must(t, os.Symlink("../hello.txt", filepath.Join(src, "links/rel-symlink")))
 	must(t, os.Symlink("other", filepath.Join(src, "links/dir-symlink")))
 	must(t, os.Symlink("/etc/passwd", filepath.Join(src, "links/abs-posix-symlink")))
@@ -392,6 +399,24 @@ func checkSpecial(t *testing.T, vol vfs.FS, got map[string]seen, clusterSize int
 	a, b, c := got["links/original.txt"], got["links/other/hardlink.txt"], got["hardlink-at-root.txt"]
 	if a.fi.Ino != b.fi.Ino || a.fi.Ino != c.fi.Ino || a.fi.Nlink != 3 {
 		t.Errorf("hard links: inos %d %d %d nlink %d", a.fi.Ino, b.fi.Ino, c.fi.Ino, a.fi.Nlink)
+	}
+	m := got["links/many/original"]
+	if m.fi.Nlink != 61 || got["links/many/hard link number 59 with a long name to fill the record"].fi.Ino != m.fi.Ino {
+		t.Errorf("links/many: nlink %d", m.fi.Nlink)
+	}
+	if in, err := vol.(*fsys).loadInode(m.fi.Ino); err != nil || len(in.names) != 61 {
+		t.Errorf("links/many: %v", err)
+	}
+	rec, err := vol.(*fsys).readRecord(m.fi.Ino)
+	must(t, err)
+	_, attrs, err := parseRecord(rec, vol.(*fsys).v, "test")
+	must(t, err)
+	hasList := false
+	for _, a := range attrs {
+		hasList = hasList || a.typ == atAttrList
+	}
+	if !hasList {
+		t.Error("links/many/original has no $ATTRIBUTE_LIST: the test did not overflow its record")
 	}
 	for _, name := range []string{"$MFT", "$Bitmap", "$Extend", "$Volume", "$UpCase"} {
 		if _, err := vol.Lookup(vol.Root(), name); !errors.Is(err, vfs.ErrNotFound) {
