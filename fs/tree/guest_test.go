@@ -184,10 +184,20 @@ func fakeImage(t *testing.T, dir string) (*testimg.Image, []byte, []byte) {
 func TestGuestFileSystem(t *testing.T) {
 	f := newFixture(t)
 	img, hello, big := fakeImage(t, f.dir)
-	p := f.backup(t, "vm", [2]string{"vda", img.Path})
+	// vdb: the same file system on a disk without a partition table.
+	vdb := filepath.Join(f.dir, "vdb.raw")
+	p1 := img.Parts[0]
+	os.WriteFile(vdb, img.Bytes(t)[p1.Start:p1.Start+p1.Size], 0o600)
+	p := f.backup(t, "vm", [2]string{"vda", img.Path}, [2]string{"vdb", vdb})
 	tr := f.tree(Options{Readers: []guest.Reader{fakeReader}})
 	defer tr.Close()
 	pdir := p.Time.UTC().Format(PointDirLayout)
+	if got := names(t, walk(t, tr, "vm", pdir, "vdb")); !slices.Equal(got, []string{"fs"}) {
+		t.Fatalf("vdb/ lists %v", got)
+	}
+	if n, err := tr.ResolveGuest(p, "vdb:/hello"); err != nil || !bytes.Equal(readAll(t, n, 7), hello) {
+		t.Fatalf("vdb:/hello: %v", err)
+	}
 
 	if got := names(t, walk(t, tr, "vm", pdir, "vda")); !slices.Equal(got, []string{"p1", "p1.raw", "p2.raw"}) {
 		t.Fatalf("vda/ lists %v", got)
