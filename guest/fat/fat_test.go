@@ -214,6 +214,16 @@ func compareTree(t *testing.T, want map[string]*srcEntry, got map[string]walked,
 			t.Errorf("%s: in the reader's tree, not in the source", p)
 		}
 	}
+	// The deleted fillers (0xE5 entries) must not show.
+	var fragNames []string
+	for p := range got {
+		if strings.HasPrefix(p, "frag/") {
+			fragNames = append(fragNames, p)
+		}
+	}
+	if len(fragNames) != 9 {
+		t.Errorf("frag/ holds %v, want keep0..keep7 and fragmented.bin", fragNames)
+	}
 	if g := got["frag/fragmented.bin"]; g.sum != sha(frag) {
 		t.Errorf("frag/fragmented.bin: sha256 %s, want %s", g.sum, sha(frag))
 	}
