@@ -28,7 +28,10 @@
 //     directory malformed. Lookup matches exactly first, then
 //     case-insensitively on the long or the short name, as Windows would.
 //   - Modes: directories 0755, files 0644, read-only files 0444; UID and
-//     GID 0; Nlink 1 for files, 2 + subdirectories for directories.
+//     GID 0; Nlink 1 for files, 2 + subdirectories for directories. The
+//     hidden, system and archive attributes hide nothing (as Linux's vfat).
+//   - A directory ends at its first entry whose name starts with 0x00, as
+//     the specification says; entries starting with 0xE5 are deleted.
 //   - Times: FAT stores local time with no zone; this package reports it as
 //     if it were UTC (the restored file keeps the wall-clock digits the
 //     guest showed). Mtime = Ctime = write time (2 s resolution), Btime =
