@@ -1,19 +1,15 @@
 package xfs
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
 // TestProtoImages covers v4 (no CRC) file systems, with and without file
@@ -112,7 +108,8 @@ func testProto(t *testing.T, mkfsOpts []string) {
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(img, 700<<20); err != nil {
+	// mkfs fills one AG at a time; 55000 4 KiB files need AGs of 512 MiB.
+	if err := os.Truncate(img, 2<<30); err != nil {
 		t.Fatal(err)
 	}
 	run(t, "mkfs.xfs", append([]string{"-q", "-f", "-p", proto}, append(mkfsOpts, img)...)...)
@@ -135,18 +132,8 @@ func testProto(t *testing.T, mkfsOpts []string) {
 		// the symlink block header (xfs_repair -n reports "Bad symlink
 		// buffer CRC"): the reader must report them as damage.
 		for _, p := range []string{"remote-link-1000", "remote-link-1023"} {
-			ino, err := lookupPath(fsys, p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tg, err := fsys.Readlink(ino); !errors.Is(err, vfs.ErrMalformed) {
-				t.Errorf("%s: Readlink of a headerless v5 remote symlink = %d bytes, %v; want ErrMalformed", p, len(tg), err)
-			}
-			want[p].target = "(damaged)"
-			delete(want, p)
+			want[p].damaged = true
 		}
-		want["."].names = slices.DeleteFunc(want["."].names, func(n string) bool { return strings.HasPrefix(n, "remote-link") })
-		defer func() { want["."].names = nil }()
 	}
 	compareTree(t, fsys, want, false)
 
