@@ -127,12 +127,12 @@ func reparseBuffer(tag uint32, sub, print string, flags uint32) string {
 
 // makeVolume builds an NTFS image from src through ntfs-3g and returns
 // the image and what the mounted ntfs-3g showed for every path.
-func makeVolume(t *testing.T, src string, clusterSize int) (string, map[string]oracle) {
+func makeVolume(t *testing.T, src string, clusterSize, sectorSize int) (string, map[string]oracle) {
 	tmp := t.TempDir()
 	img := filepath.Join(tmp, "ntfs.img")
 	must(t, os.WriteFile(img, nil, 0o644))
 	must(t, os.Truncate(img, 96<<20))
-	runCmd(t, nil, "mkntfs", "-F", "-f", "-Q", "-c", fmt.Sprint(clusterSize), "-L", "CAIRNNT", img)
+	runCmd(t, nil, "mkntfs", "-F", "-f", "-Q", "-c", fmt.Sprint(clusterSize), "-s", fmt.Sprint(sectorSize), "-L", "CAIRNNT", img)
 	mnt := filepath.Join(tmp, "mnt")
 	must(t, os.Mkdir(mnt, 0o755))
 	runCmd(t, nil, "ntfs-3g", "-o", "compression", img, mnt)
@@ -222,13 +222,14 @@ func TestRealVolume(t *testing.T) {
 	buildSource(t, src)
 	// 4 KiB is mkntfs's default; 512 B makes index blocks span clusters;
 	// 64 KiB makes a cluster hold several index blocks and MFT records.
-	for _, cs := range []int{4096, 512, 65536} {
-		t.Run(fmt.Sprintf("cluster%d", cs), func(t *testing.T) { checkVolume(t, src, cs) })
+	// 4 KiB sectors make 4 KiB MFT records (fixups still every 512 bytes).
+	for _, g := range []struct{ cs, ss int }{{4096, 512}, {512, 512}, {65536, 512}, {4096, 4096}} {
+		t.Run(fmt.Sprintf("cluster%d-sector%d", g.cs, g.ss), func(t *testing.T) { checkVolume(t, src, g.cs, g.ss) })
 	}
 }
 
-func checkVolume(t *testing.T, src string, clusterSize int) {
-	img, want := makeVolume(t, src, clusterSize)
+func checkVolume(t *testing.T, src string, clusterSize, sectorSize int) {
+	img, want := makeVolume(t, src, clusterSize, sectorSize)
 	f, err := os.Open(img)
 	must(t, err)
 	defer f.Close()
@@ -238,6 +239,9 @@ func checkVolume(t *testing.T, src string, clusterSize int) {
 	}
 	vol, err := Open(f, st.Size())
 	must(t, err)
+	if g := vol.(*fsys).v; g.clusterSize != int64(clusterSize) || g.recordSize != int64(max(1024, sectorSize)) {
+		t.Errorf("cluster size %d, record size %d", g.clusterSize, g.recordSize)
+	}
 	if vol.Type() != "ntfs" || vol.Label() != "CAIRNNT" {
 		t.Errorf("Type %q Label %q", vol.Type(), vol.Label())
 	}
