@@ -193,6 +193,28 @@ func TestGuestFiles(t *testing.T) {
 		run(t, "qemu-img", "compare", overlay, f.image)
 	})
 
+	t.Run("guestfish", func(t *testing.T) {
+		// libguestfs boots its appliance under TCG (no nested KVM here):
+		// slow, so one call, with a generous timeout.
+		testimg.RequireTool(t, "guestfish")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "guestfish", "--ro", "-a", m.path("guest", "latest", "vda.raw"), "-i", "ls", "/")
+		cmd.Env = append(os.Environ(), "LIBGUESTFS_BACKEND=direct", "LIBGUESTFS_BACKEND_SETTINGS=force_tcg")
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("guestfish --ro -a vda.raw -i ls /: %v\n%s", err, out)
+		}
+		names := strings.Fields(string(out))
+		for _, want := range []string{"etc", "home", "srv", "usr", "var"} {
+			if !slices.Contains(names, want) {
+				t.Fatalf("guestfish ls / lists %v, want %s in it", names, want)
+			}
+		}
+		t.Logf("guestfish inspected the image through the mount in %s", time.Since(start).Round(time.Second))
+	})
+
 	t.Run("backup while mounted and copying", func(t *testing.T) {
 		before, _ := os.Readlink(m.path("guest", "latest"))
 		testimg.WriteAt(t, f.image, bytes.Repeat([]byte("new data"), 8192), f.part(2).Start+f.part(2).Size-MiB)
