@@ -106,9 +106,6 @@ type node struct {
 	sha    string
 	target string
 	names  []string // directory entries, sorted as ReadDir order is not
-	// damaged marks a symlink whose blocks the image holds corrupt on
-	// purpose: the reader must report ErrMalformed.
-	damaged bool
 }
 
 // walkKernel records stat, statx btime, content hash and link target of
