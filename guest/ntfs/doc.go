@@ -52,8 +52,14 @@
 //     own mount point ("/mnt/dir/x" for junctions, "/mnt/.NTFS-3G/C:/dir/x"
 //     for symlinks), which means nothing outside that mount. Other absolute
 //     forms (UNC, volume GUID) keep their text with "/" separators.
-//   - Modes: directories 0755, files 0644, the read-only attribute 0444,
-//     links 0777; UID and GID 0. Times are NTFS's 100 ns UTC times from
+//   - Special files, as ntfs-3g stores and shows them (Interix style): a
+//     system file without a reparse point is a FIFO when empty, a socket
+//     when one byte long, a character or block device when it holds
+//     "IntxCHR\0" or "IntxBLK\0" and a 64-bit major and minor (Rdev in the
+//     Linux encoding). An empty file with the system attribute made on
+//     Windows therefore shows as a FIFO, exactly as under ntfs-3g.
+//   - Modes: directories 0755, files and special files 0644, the
+//     read-only attribute 0444, links 0777; UID and GID 0. Times are NTFS's 100 ns UTC times from
 //     $STANDARD_INFORMATION: Btime creation, Mtime data change, Ctime MFT
 //     change, Atime access.
 //

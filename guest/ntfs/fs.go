@@ -146,7 +146,11 @@ func (s *fsys) Stat(ino uint64) (fi vfs.FileInfo, err error) {
 		Atime: ntfsTime(in.times[3]),
 		Nlink: in.nlink(),
 	}
+	kind, rdev := in.special()
 	switch {
+	case kind != 0:
+		fi.Mode = kind | 0o644
+		fi.Rdev = rdev
 	case in.linkKind() != 0:
 		t, err := s.readlink(in)
 		if err != nil {
@@ -255,7 +259,7 @@ func (s *fsys) Open(ino uint64) (f vfs.File, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if in.isDir || in.linkKind() != 0 {
+	if k, _ := in.special(); in.isDir || k != 0 || in.linkKind() != 0 {
 		return nil, fmt.Errorf("ntfs: inode %d: %w", ino, vfs.ErrNotFile)
 	}
 	if tag := in.reparseTag(); tag != 0 {

@@ -30,6 +30,7 @@ type oracle struct {
 	mtime  time.Time
 	target string
 	sum    string
+	rdev   uint64
 }
 
 func requireNTFS3G(t *testing.T) {
@@ -165,6 +166,10 @@ func makeVolume(t *testing.T, src string, clusterSize, sectorSize int) (string, 
 	mixed := append(append(append([]byte(nil), text[:100000]...), randBytes(7, 200000)...), make([]byte, 300000)...)
 	must(t, os.WriteFile(filepath.Join(mnt, "compressed/text.txt"), text, 0o644))
 	must(t, os.WriteFile(filepath.Join(mnt, "compressed/mixed.bin"), mixed, 0o644))
+	// Special files, stored by ntfs-3g as Interix system files.
+	must(t, syscall.Mkfifo(filepath.Join(mnt, "fifo"), 0o644))
+	must(t, syscall.Mknod(filepath.Join(mnt, "chardev"), syscall.S_IFCHR|0o644, int(1<<8|3)))
+	must(t, syscall.Mknod(filepath.Join(mnt, "blockdev"), syscall.S_IFBLK|0o644, int(259<<20|0x1234)))
 	// Read-only attribute.
 	runCmd(t, nil, "setfattr", "-n", "system.ntfs_attrib_be", "-v", "0x00000021", filepath.Join(mnt, "readonly.txt"))
 	// Windows links: ntfs-3g shows absolute ones as paths under its mount
@@ -199,7 +204,7 @@ func makeVolume(t *testing.T, src string, clusterSize, sectorSize int) (string, 
 			return err
 		}
 		st := fi.Sys().(*syscall.Stat_t)
-		o := oracle{mode: fi.Mode(), size: fi.Size(), blocks: st.Blocks, nlink: uint32(st.Nlink), ino: st.Ino, mtime: fi.ModTime().UTC()}
+		o := oracle{mode: fi.Mode(), size: fi.Size(), blocks: st.Blocks, nlink: uint32(st.Nlink), ino: st.Ino, mtime: fi.ModTime().UTC(), rdev: st.Rdev}
 		switch {
 		case fi.Mode()&fs.ModeSymlink != 0:
 			o.target, err = os.Readlink(p)
@@ -343,6 +348,14 @@ func compareOne(t *testing.T, p string, w oracle, g seen) {
 	t.Helper()
 	wantType := map[bool]uint32{true: vfs.ModeDir}[w.mode.IsDir()]
 	switch {
+	case w.mode&fs.ModeNamedPipe != 0:
+		wantType = vfs.ModeFIFO
+	case w.mode&fs.ModeSocket != 0:
+		wantType = vfs.ModeSocket
+	case w.mode&fs.ModeCharDevice != 0:
+		wantType = vfs.ModeChar
+	case w.mode&fs.ModeDevice != 0:
+		wantType = vfs.ModeBlock
 	case w.mode&fs.ModeSymlink != 0:
 		wantType = vfs.ModeLink
 	case w.mode.IsRegular():
@@ -360,6 +373,12 @@ func compareOne(t *testing.T, p string, w oracle, g seen) {
 	}
 	if !g.fi.Mtime.Equal(w.mtime) {
 		t.Errorf("%s: mtime %v, ntfs-3g %v", p, g.fi.Mtime, w.mtime)
+	}
+	if wantType == vfs.ModeChar || wantType == vfs.ModeBlock {
+		if g.fi.Rdev != w.rdev {
+			t.Errorf("%s: rdev %#x, ntfs-3g %#x", p, g.fi.Rdev, w.rdev)
+		}
+		return
 	}
 	if g.fi.Size != w.size {
 		t.Errorf("%s: size %d, ntfs-3g %d", p, g.fi.Size, w.size)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/cairn-backup/cairn/guest/vfs"
 	"strings"
 )
 
@@ -42,6 +43,40 @@ const (
 	linkReparse = 1
 	linkInterix = 2
 )
+
+// special reports an Interix special file as ntfs-3g shows it: a system
+// file with no reparse point whose unnamed $DATA is empty (a FIFO), one
+// byte long (a socket), or "IntxCHR\0"/"IntxBLK\0" with a little-endian
+// 64-bit major and minor (a device). It returns the type bits and the
+// Linux device number, or 0.
+func (in *inode) special() (uint32, uint64) {
+	if in.isDir || in.attrs&faSystem == 0 || len(in.reparse) != 0 || in.data == nil || in.data.unit != 0 {
+		return 0, 0
+	}
+	switch in.data.size {
+	case 0:
+		return vfs.ModeFIFO, 0
+	case 1:
+		return vfs.ModeSocket, 0
+	case 24:
+		var b [24]byte
+		if n, _ := in.data.ReadAt(b[:], 0); n != len(b) {
+			return 0, 0
+		}
+		kind := uint32(0)
+		switch string(b[:8]) {
+		case "IntxCHR\x00":
+			kind = vfs.ModeChar
+		case "IntxBLK\x00":
+			kind = vfs.ModeBlock
+		default:
+			return 0, 0
+		}
+		major, minor := binary.LittleEndian.Uint64(b[8:]), binary.LittleEndian.Uint64(b[16:])
+		return kind, (minor & 0xff) | (major&0xfff)<<8 | (minor&^0xff)<<12 | (major&^0xfff)<<32
+	}
+	return 0, 0
+}
 
 // reparseTag returns the tag of a reparse point, 0 when there is none.
 func (in *inode) reparseTag() uint32 {
