@@ -4,8 +4,11 @@
 // documentation of package fs for the layout and the naming rules.
 //
 // Everything is built lazily: a directory's children are only worked out
-// when the directory is listed or a name in it is looked up, and a disk's
-// partition table is only read when its directory is opened. The list of
+// when the directory is listed or a name in it is looked up, and what is
+// inside a restore point's disks (partition tables, LVM, file systems:
+// guest.Inspect) is only read when one of its disk directories is opened.
+// Guest file systems are read by the readers of package guest; the same
+// tree serves the FUSE mount and `cairn restore files` (CopyOut). The list of
 // restore points is re-read from the repository when it is older than
 // Options.Refresh, so backups finishing while the tree is served appear
 // without a remount.
