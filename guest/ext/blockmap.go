@@ -44,6 +44,9 @@ func (f *FS) walkIndirect(in *inode, blk uint64, level int, log uint64, l *runLi
 	if blk >= l.blocks {
 		return fmt.Errorf("ext: inode %d: indirect block %d outside the volume: %w", in.ino, blk, vfs.ErrMalformed)
 	}
+	if err := l.visit(blk); err != nil {
+		return err
+	}
 	b, err := f.dev.block(blk)
 	if err != nil {
 		return fmt.Errorf("ext: inode %d: indirect block: %w", in.ino, err)

@@ -68,6 +68,9 @@ func (f *FS) walkExtents(in *inode, node []byte, wantDepth int, l *runList, node
 		if child == 0 || child >= l.blocks {
 			return bad("index to block %d", child)
 		}
+		if err := l.visit(child); err != nil {
+			return err
+		}
 		b, err := f.dev.block(child)
 		if err != nil {
 			return fmt.Errorf("ext: inode %d: extent node: %w", in.ino, err)

@@ -22,10 +22,27 @@ type run struct {
 type runList struct {
 	ino    uint64
 	runs   []run
-	limit  uint64 // logical blocks of the file; mappings past it are dropped
-	blocks uint64 // blocks in the volume; mappings past it are malformed
-	next   uint64 // first logical block not yet mapped
-	mapped uint64 // blocks mapped so far; more than the volume has is malformed
+	limit  uint64          // logical blocks of the file; mappings past it are dropped
+	blocks uint64          // blocks in the volume; mappings past it are malformed
+	next   uint64          // first logical block not yet mapped
+	mapped uint64          // blocks mapped so far; more than the volume has is malformed
+	seen   map[uint64]bool // indirect blocks or extent tree nodes already walked
+}
+
+// visit records a metadata block of the file's map; a block met twice
+// means the map loops or is shared, which is malformed.
+func (l *runList) visit(blk uint64) error {
+	if l.seen == nil {
+		l.seen = map[uint64]bool{}
+	}
+	if l.seen[blk] {
+		return fmt.Errorf("ext: inode %d: map block %d used twice: %w", l.ino, blk, vfs.ErrMalformed)
+	}
+	l.seen[blk] = true
+	if l.mapped++; l.mapped > l.blocks {
+		return fmt.Errorf("ext: inode %d maps more blocks than the volume has: %w", l.ino, vfs.ErrMalformed)
+	}
+	return nil
 }
 
 func (l *runList) add(log, phys, n uint64) error {

@@ -148,6 +148,10 @@ func (sb *superblock) validate(size int64) error {
 	if sb.blocksCount > (1<<62)/sb.blockSize {
 		return bad("%d blocks", sb.blocksCount)
 	}
+	if sb.blocksCount > uint64(size)/sb.blockSize {
+		// The kernel refuses this too ("block count exceeds size of device").
+		return bad("%d blocks of %d bytes exceed the %d-byte volume", sb.blocksCount, sb.blockSize, size)
+	}
 	sb.groupCount = (sb.blocksCount - uint64(sb.firstDataBlock) + uint64(sb.blocksPerGroup) - 1) / uint64(sb.blocksPerGroup)
 	if uint64(sb.inodesCount) > sb.groupCount*uint64(sb.inodesPerGroup) || sb.inodesCount < 2 {
 		return bad("%d inodes in %d groups of %d", sb.inodesCount, sb.groupCount, sb.inodesPerGroup)
