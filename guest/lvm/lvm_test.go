@@ -2,6 +2,7 @@ package lvm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -277,14 +278,29 @@ func TestWholeDiskAndPartition(t *testing.T) {
 
 	disk := l.image("disk.img", 48<<20)
 	d := l.attach(disk, 0, 0)
-	l.lvm("pvcreate", "--pvmetadatacopies", "2", d)
+	// Small metadata areas (60 KiB), so that the circular buffer wraps.
+	l.lvm("pvcreate", "--pvmetadatacopies", "2", "--metadatasize", "32k", "--dataalignment", "64k", d)
 	l.lvm("vgcreate", "-s", "1m", "vgdisk", d)
 	l.lvm("lvcreate", "-an", "-Zn", "-n", "root", "-L", "5m", "vgdisk")
 	l.lvm("lvcreate", "-an", "-Zn", "-n", "data", "-L", "7m", "vgdisk")
 	l.lvm("lvextend", "-L", "+6m", "vgdisk/root")
-	for i := 0; i < 12; i++ { // churn the circular metadata buffer
-		l.lvm("lvcreate", "-an", "-Zn", "-n", "tmp", "-L", "1m", "vgdisk")
-		l.lvm("lvremove", "-f", "vgdisk/tmp")
+	wrapped, last := 0, int64(0)
+	for i := 0; i < 30 && wrapped == 0; i++ {
+		// Each update writes the whole text after the previous copy.
+		l.lvm("lvcreate", "-an", "-Zn", "-n", fmt.Sprintf("filler%d", i), "-L", "1m", "--addtag", strings.Repeat("t", 120), "vgdisk")
+		pv := readPVs(t, part{file: disk})[0]
+		if pv.Metadata == nil || pv.Metadata.Seqno <= last || len(pv.Metadata.LVs) != 3+i {
+			t.Fatalf("after update %d: metadata %+v", i, pv.Metadata)
+		}
+		last = pv.Metadata.Seqno
+		img, _ := os.ReadFile(disk)
+		mda := img[4096:]
+		if binary.LittleEndian.Uint64(mda[40:])+binary.LittleEndian.Uint64(mda[48:]) > binary.LittleEndian.Uint64(mda[32:]) {
+			wrapped++
+		}
+	}
+	if wrapped == 0 {
+		t.Error("the metadata text never wrapped around the circular buffer")
 	}
 	wantDisk := l.fill("vgdisk", rng)
 
