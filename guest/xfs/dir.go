@@ -22,7 +22,7 @@ const (
 	// logical space; entries live only in the data blocks below it.
 	dirLeafOffset = 1 << 35
 
-	maxDirEntries = 1 << 21
+	maxDirEntries = 1 << 20
 	maxDirBlocks  = 1 << 18
 )
 

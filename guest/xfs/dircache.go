@@ -18,7 +18,7 @@ type dirCache struct {
 
 const (
 	dirCacheDirs    = 32
-	dirCacheEntries = 1 << 21
+	dirCacheEntries = 1 << 20
 )
 
 func (c *dirCache) get(ino uint64) *dirListing { return c.m[ino] }

@@ -21,7 +21,7 @@
 //     are read from the data blocks below the 32 GiB leaf offset, skipping
 //     unused regions, so the hash index is never needed; with and without
 //     file types in entries (ftype). A bounded cache of parsed directories
-//     (32 directories, 2^21 entries) serves Lookup.
+//     (32 directories, 2^20 entries) serves Lookup.
 //   - Remote symlinks, with the v5 per-extent header checked.
 //   - On v5 every metadata block read is checked against its CRC-32C and
 //     its owner; on v4 against magic numbers and geometry.
@@ -40,7 +40,7 @@
 //
 // Every offset is checked against the AG geometry and the volume size
 // before it is read; extent maps are sorted and non-overlapping, at most
-// 2^21 extents per file; directories hold at most 2^21 entries in at most
+// 2^21 extents per file; directories hold at most 2^20 entries in at most
 // 2^18 blocks; names containing '/' or NUL are rejected. Errors wrap
 // vfs.ErrMalformed and name the inode and structure.
 //
