@@ -59,14 +59,21 @@ func (f *FS) readDir(ino uint64) ([]vfs.DirEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, f.sb.blockSize)
+	// Read up to 256 KiB of contiguous directory blocks at a time.
+	bs := f.sb.blockSize
+	per := max(1, (256<<10)/bs)
+	buf := make([]byte, min(per, (in.size+bs-1)/bs)*bs)
 	for _, r := range fl.runs {
-		for b := r.log; b < r.log+r.n; b++ {
-			if err := fl.dev.readAt(buf, int64((r.phys+b-r.log)*f.sb.blockSize)); err != nil {
+		for b := r.log; b < r.log+r.n; b += per {
+			n := min(per, r.log+r.n-b)
+			chunk := buf[:n*bs]
+			if err := fl.dev.readAt(chunk, int64((r.phys+b-r.log)*bs)); err != nil {
 				return nil, fmt.Errorf("ext: directory %d: %w", ino, err)
 			}
-			if err := f.parseDirBlock(ino, buf, &out); err != nil {
-				return nil, err
+			for i := uint64(0); i < n; i++ {
+				if err := f.parseDirBlock(ino, chunk[i*bs:(i+1)*bs], &out); err != nil {
+					return nil, err
+				}
 			}
 		}
 	}

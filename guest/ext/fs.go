@@ -52,7 +52,10 @@ func open(r io.ReaderAt, size int64, replay bool) (*FS, error) {
 	if !replay {
 		return f, nil
 	}
-	if sb.compat&compatHasJournal == 0 || sb.journalInum == 0 || sb.journalDev != 0 && sb.journalInum == 0 {
+	if sb.compat&compatHasJournal == 0 {
+		return f, nil // a stale flag without a journal: nothing to replay
+	}
+	if sb.journalInum == 0 {
 		f.recovery.External = true
 		return f, nil
 	}

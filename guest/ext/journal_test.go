@@ -202,3 +202,58 @@ func checkDirty(t *testing.T, dirty string) Recovery {
 	}
 	return rec
 }
+
+// TestExternalJournal: a file system whose journal is on another device
+// and that needs recovery is read as it is on disk, and says so.
+func TestExternalJournal(t *testing.T) {
+	requireTool(t, "mke2fs", "mkfs.ext4", "losetup", "debugfs")
+	requireRoot(t)
+	dir := t.TempDir()
+	jimg, img := filepath.Join(dir, "journal.img"), filepath.Join(dir, "fs.img")
+	runCmd(t, "mke2fs", "-q", "-F", "-O", "journal_dev", "-b", "4096", jimg, "8M")
+	loop := strings.TrimSpace(runCmd(t, "losetup", "-f", "--show", jimg))
+	defer runCmd(t, "losetup", "-d", loop)
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(filepath.Join(src, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "d", "f"), []byte("on disk"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runCmd(t, "mkfs.ext4", "-q", "-F", "-b", "4096", "-J", "device="+loop, "-d", src, img, "64M")
+	runCmd(t, "debugfs", "-w", "-R", "feature needs_recovery", img)
+
+	fh, err := os.Open(jimg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := fh.Stat()
+	if Probe(fh, st.Size()) {
+		t.Error("Probe accepts an external journal device")
+	}
+	if _, err := Open(fh, st.Size()); !errors.Is(err, vfs.ErrMalformed) {
+		t.Errorf("Open of a journal device: %v", err)
+	}
+	fh.Close()
+
+	fh, err = os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	st, _ = fh.Stat()
+	fsys, err := Open(fh, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fsys.(*FS)
+	if rec := f.Recovery(); !rec.NeedsRecovery || !rec.External || rec.Transactions != 0 {
+		t.Errorf("Recovery() = %+v", rec)
+	}
+	if err := f.JournalWarning(); !errors.Is(err, ErrExternalJournal) {
+		t.Errorf("JournalWarning() = %v", err)
+	}
+	if n := compareTree(t, fsys, src, false, false); n != 1 {
+		t.Errorf("compared %d files", n)
+	}
+}
