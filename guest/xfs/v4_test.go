@@ -38,7 +38,7 @@ func protoSkip(rel string) bool {
 }
 
 func writeProto(t *testing.T, src, out string) map[string]*node {
-	want := walkKernel(t, src)
+	want := sourceWalk(t, src)
 	var b strings.Builder
 	b.WriteString("cairn\n0 0\n")
 	var dir func(rel string)
