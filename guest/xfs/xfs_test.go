@@ -46,6 +46,9 @@ func TestMain(m *testing.M) {
 	if srcDir != "" {
 		os.RemoveAll(srcDir)
 	}
+	if benchImg != "" {
+		os.RemoveAll(filepath.Dir(benchImg))
+	}
 	os.Exit(code)
 }
 
