@@ -16,7 +16,7 @@ func toolsRequired() bool {
 func requireTools(t testing.TB) {
 	t.Helper()
 	var missing []string
-	for _, tool := range []string{"mkfs.xfs", "xfs_db", "mount", "umount", "cp", "mknod"} {
+	for _, tool := range []string{"mkfs.xfs", "xfs_db", "xfs_io", "xfs_freeze", "mount", "umount", "cp", "sync"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}
