@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -78,4 +79,48 @@ func BenchmarkRead256M(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkBigDir is the first `ls -l` of a 5,000-entry directory: a
+// freshly opened file system, ReadDir, then Stat of every entry.
+func BenchmarkBigDir(b *testing.B) {
+	requireTool(b, "mkfs.ext4")
+	dir := b.TempDir()
+	src := filepath.Join(dir, "src", "big")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < 5000; i++ {
+		if err := os.WriteFile(filepath.Join(src, "file-with-a-name-of-some-length-"+strconv.Itoa(i)), []byte("x"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	img := filepath.Join(dir, "dir.img")
+	runCmd(b, "mkfs.ext4", "-q", "-F", "-d", filepath.Dir(src), img, "100M")
+	fh, err := os.Open(img)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fh.Close()
+	st, _ := fh.Stat()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		fsys, err := Open(fh, st.Size())
+		if err != nil {
+			b.Fatal(err)
+		}
+		e, err := fsys.Lookup(fsys.Root(), "big")
+		if err != nil {
+			b.Fatal(err)
+		}
+		entries, err := fsys.ReadDir(e.Ino)
+		if err != nil || len(entries) != 5000 {
+			b.Fatalf("%d entries, %v", len(entries), err)
+		}
+		for _, e := range entries {
+			if _, err := fsys.Stat(e.Ino); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 }

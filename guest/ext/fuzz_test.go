@@ -106,6 +106,19 @@ func TestSeeds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The same FS walked from several goroutines (run with -race).
+			errs := make(chan error, 4)
+			for i := 0; i < 4; i++ {
+				go func() {
+					_, err := walk(fsys, 1<<20)
+					errs <- err
+				}()
+			}
+			for i := 0; i < 4; i++ {
+				if err := <-errs; err != nil {
+					t.Error(err)
+				}
+			}
 			if files < 30 {
 				t.Errorf("%d files", files)
 			}

@@ -65,6 +65,7 @@ func TestVariants(t *testing.T) {
 	src := sourceTree(t)
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
 			src := src
 			if len(v.exclude) > 0 {
 				src = filepath.Join(t.TempDir(), "src")
