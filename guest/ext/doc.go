@@ -25,7 +25,8 @@
 // tail is an entry with inode 0. Names are up to 255 bytes; directories
 // with and without the filetype feature are understood. Lookup lists a
 // directory once and keeps an index by name in a cache bounded by total
-// entries, so lookups in a 5,000-entry directory are map lookups.
+// entries, so lookups in a 5,000-entry directory are map lookups (the
+// htree index itself is not used).
 // Symlinks are fast (target in i_block, the kernel's rule: no data
 // blocks) or slow. Device numbers are decoded from the old 16-bit and the
 // new 32-bit encodings into the Linux st_rdev encoding.
@@ -62,7 +63,10 @@
 // # Hostile images
 //
 // Every count, offset and length from the image is checked before use,
-// errors wrap vfs.ErrMalformed and name the structure. Memory is bounded
+// errors wrap vfs.ErrMalformed and name the structure ("ext: inode 12:
+// extent header magic 0x0000"). A superblock whose block count exceeds
+// the volume is refused, as the kernel refuses to mount it. An indirect
+// block or extent tree node met twice within one file is malformed. Memory is bounded
 // whatever the image says: a 16 MiB metadata block cache, a directory
 // cache of 2^18 entries, at most 2^20 entries and 1 GiB per directory,
 // 2^21 runs per open file, extent walks of at most 2^20 nodes, a replayed
