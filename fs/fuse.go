@@ -101,8 +101,10 @@ func Mount(mountpoint string, r *repo.Repository, o Options) (*Server, error) {
 		EntryTimeout: &short,
 		AttrTimeout:  &short,
 		Logger:       logger,
-		UID:          uint32(os.Geteuid()),
-		GID:          uint32(os.Getegid()),
+		// Owners and modes are all set by fillAttr: go-fuse must not
+		// turn a guest's root-owned (UID 0) or mode-0000 files into the
+		// mounting user's or 0644 ones.
+		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
 			FsName:        "cairn",
 			Name:          "cairn",
@@ -190,21 +192,22 @@ type node struct {
 }
 
 var (
-	_ gofs.NodeLookuper   = (*node)(nil)
-	_ gofs.NodeReaddirer  = (*node)(nil)
-	_ gofs.NodeGetattrer  = (*node)(nil)
-	_ gofs.NodeOpener     = (*node)(nil)
-	_ gofs.NodeReadlinker = (*node)(nil)
-	_ gofs.NodeSetattrer  = (*node)(nil)
-	_ gofs.NodeCreater    = (*node)(nil)
-	_ gofs.NodeMkdirer    = (*node)(nil)
-	_ gofs.NodeMknoder    = (*node)(nil)
-	_ gofs.NodeUnlinker   = (*node)(nil)
-	_ gofs.NodeRmdirer    = (*node)(nil)
-	_ gofs.NodeRenamer    = (*node)(nil)
-	_ gofs.NodeSymlinker  = (*node)(nil)
-	_ gofs.NodeLinker     = (*node)(nil)
-	_ gofs.NodeStatfser   = (*node)(nil)
+	_ gofs.NodeLookuper       = (*node)(nil)
+	_ gofs.NodeReaddirer      = (*node)(nil)
+	_ gofs.NodeOpendirHandler = (*node)(nil)
+	_ gofs.NodeGetattrer      = (*node)(nil)
+	_ gofs.NodeOpener         = (*node)(nil)
+	_ gofs.NodeReadlinker     = (*node)(nil)
+	_ gofs.NodeSetattrer      = (*node)(nil)
+	_ gofs.NodeCreater        = (*node)(nil)
+	_ gofs.NodeMkdirer        = (*node)(nil)
+	_ gofs.NodeMknoder        = (*node)(nil)
+	_ gofs.NodeUnlinker       = (*node)(nil)
+	_ gofs.NodeRmdirer        = (*node)(nil)
+	_ gofs.NodeRenamer        = (*node)(nil)
+	_ gofs.NodeSymlinker      = (*node)(nil)
+	_ gofs.NodeLinker         = (*node)(nil)
+	_ gofs.NodeStatfser       = (*node)(nil)
 )
 
 // toErrno is the one place tree and repository errors become errnos.
@@ -292,6 +295,68 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	out.SetAttrTimeout(timeout(a.Stable))
 	child := &node{n: c, log: n.log}
 	return n.NewInode(ctx, child, gofs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: a.Ino}), 0
+}
+
+// OpendirHandle opens a directory. Restore point content never changes,
+// so the kernel may keep its listing (FOPEN_CACHE_DIR): listing a big
+// guest directory again costs no request. The VM and restore point
+// listings change and are read afresh.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if _, ok := n.n.(tree.Dir); !ok {
+		return nil, 0, syscall.ENOTDIR
+	}
+	var fuseFlags uint32
+	if n.n.Attr().Stable {
+		fuseFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	}
+	return &dirHandle{n: n}, fuseFlags, 0
+}
+
+// dirHandle lists a directory, reading it from the tree on first use.
+type dirHandle struct {
+	n  *node
+	ds gofs.DirStream
+}
+
+var (
+	_ gofs.FileReaddirenter = (*dirHandle)(nil)
+	_ gofs.FileSeekdirer    = (*dirHandle)(nil)
+)
+
+func (d *dirHandle) open(ctx context.Context) syscall.Errno {
+	if d.ds != nil {
+		return 0
+	}
+	ds, errno := d.n.Readdir(ctx)
+	if errno != 0 {
+		return errno
+	}
+	d.ds = ds
+	return 0
+}
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if errno := d.open(ctx); errno != 0 {
+		return nil, errno
+	}
+	if !d.ds.HasNext() {
+		return nil, 0
+	}
+	e, errno := d.ds.Next()
+	return &e, errno
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	d.ds = nil // listings are cheap to redo from the tree's caches
+	if errno := d.open(ctx); errno != 0 {
+		return errno
+	}
+	for i := uint64(0); i < off && d.ds.HasNext(); i++ {
+		if _, errno := d.ds.Next(); errno != 0 {
+			return errno
+		}
+	}
+	return 0
 }
 
 func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {

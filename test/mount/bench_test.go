@@ -216,7 +216,7 @@ func benchGuest(t *testing.T, repoDir, image, cache string) {
 		}
 		return time.Since(start), strings.Count(string(out), "\n")
 	}
-	el, n := lsl(m.path("bench", "latest"))
+	el, n := lsl(m.path("bench", "latest") + "/")
 	t.Logf("first ls -l of a restore point's root: %s (%d lines)", el.Round(time.Microsecond), n)
 	big := envOr("CAIRN_BENCH_BIG_DIR", "srv/many")
 	el, n = lsl(m.path("bench", "latest", "vda", "p2", big))

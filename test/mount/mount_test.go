@@ -119,8 +119,12 @@ func TestMount(t *testing.T) {
 		if got := listDir(t, m.path("web1", "latest")); !slices.Equal(got, []string{"vda", "vda.raw", "vm.json"}) {
 			t.Fatalf("restore point lists %v", got)
 		}
-		if got := listDir(t, m.path("web1", "latest", "vda")); !slices.Equal(got, []string{"p1.raw", "p2.raw"}) {
+		// p1 holds ext4, so its files show too; p2 is random bytes.
+		if got := listDir(t, m.path("web1", "latest", "vda")); !slices.Equal(got, []string{"p1", "p1.raw", "p2.raw"}) {
 			t.Fatalf("web1 vda/ lists %v", got)
+		}
+		if got := listDir(t, m.path("web1", "latest", "vda", "p1")); !slices.Contains(got, "dir0") || !slices.Contains(got, "lost+found") {
+			t.Fatalf("web1 vda/p1/ lists %v", got)
 		}
 		if got := listDir(t, m.path("victim", "latest", "vda")); len(got) != 0 {
 			t.Fatalf("a disk without partition table lists %v", got)
