@@ -47,8 +47,8 @@ type FileInfo struct {
 	Nlink  uint32
 	UID    uint32
 	GID    uint32
-	Size   int64 // bytes; for a symlink the target's length
-	Blocks int64 // 512-byte units actually allocated (less than Size/512 for sparse files)
+	Size   int64  // bytes; for a symlink the target's length
+	Blocks int64  // 512-byte units actually allocated (less than Size/512 for sparse files)
 	Rdev   uint64 // device number for block and character devices (Linux encoding)
 	Atime  time.Time
 	Mtime  time.Time
