@@ -73,6 +73,9 @@ func retry(ctx context.Context, attempts int, fn func() error) error {
 		if err = fn(); err == nil || !transient(err) {
 			return err
 		}
+		if i == attempts-1 {
+			break
+		}
 		select {
 		case <-time.After(time.Duration(1<<i) * time.Second):
 		case <-ctx.Done():
