@@ -239,38 +239,41 @@ func (c *Conn) backupAPI() bool {
 }
 
 // findBase picks the restore point the next backup can continue: the
-// newest restore point of this domain, if the checkpoint it created still
-// exists. Anything else means a full backup.
+// newest restore point of this domain (same UUID) whose checkpoint still
+// exists. Its bitmap has recorded every write since that point in time,
+// whatever backups came after it. No such point means a full backup.
 func (j *job) findBase(method string) {
+	if method == MethodSnapshot {
+		return // the snapshot path reads everything
+	}
 	pts, err := j.r.Points()
 	if err != nil {
 		return
 	}
-	var last *repo.RestorePoint
+	var existing map[string]bool
 	for i := len(pts) - 1; i >= 0; i-- {
-		if pts[i].VM == j.name && pts[i].Source == "libvirt" {
-			last = pts[i]
-			break
+		p := pts[i]
+		if p.VM != j.name || p.Source != "libvirt" || p.Tags[TagUUID] != j.uuid || p.Tags[TagCheckpoint] == "" {
+			continue
 		}
-	}
-	if last == nil {
+		if existing == nil {
+			existing = map[string]bool{}
+			cps, _, err := j.c.L.DomainListAllCheckpoints(j.dom, 1, 0)
+			if err != nil {
+				j.note("cannot list checkpoints (%v): full backup", err)
+				return
+			}
+			for _, c := range cps {
+				existing[c.Name] = true
+			}
+		}
+		if cp := p.Tags[TagCheckpoint]; existing[cp] {
+			j.base, j.baseCP = p, cp
+			return
+		}
+		j.note("checkpoint %s of restore point %s is gone: full backup, new checkpoint chain", p.Tags[TagCheckpoint], p.ID)
 		return
 	}
-	cp := last.Tags[TagCheckpoint]
-	switch {
-	case cp == "":
-		return
-	case last.Tags[TagUUID] != j.uuid:
-		j.note("domain has a new UUID since restore point %s: full backup", last.ID)
-		return
-	case method == MethodSnapshot:
-		return // the snapshot path reads everything
-	}
-	if _, err := j.c.L.DomainCheckpointLookupByName(j.dom, cp, 0); err != nil {
-		j.note("checkpoint %s of restore point %s is gone (%v): full backup, new checkpoint chain", cp, last.ID, err)
-		return
-	}
-	j.base, j.baseCP = last, cp
 }
 
 // pointOptions are the ingest options of the restore point.

@@ -210,14 +210,14 @@ func TestExportSourceAndDirtyExtents(t *testing.T) {
 	if err := src.Extents(func(off, length int64) error { got = append(got, ingest.Extent{Off: off, Len: length}); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(got) != fmt.Sprint([]ingest.Extent{{0, 8192}, {109192, 1<<20 - 109192}}) {
+	if fmt.Sprint(got) != fmt.Sprint([]ingest.Extent{{Off: 0, Len: 8192}, {Off: 109192, Len: 1<<20 - 109192}}) {
 		t.Fatalf("data extents %v", got)
 	}
 	dirty, total, err := dirtyExtents(f, bitmap)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(dirty) != fmt.Sprint([]ingest.Extent{{0, 131072}, {196608, 1<<20 - 196608}}) || total != 131072+1<<20-196608 {
+	if fmt.Sprint(dirty) != fmt.Sprint([]ingest.Extent{{Off: 0, Len: 131072}, {Off: 196608, Len: 1<<20 - 196608}}) || total != 131072+1<<20-196608 {
 		t.Fatalf("dirty %v total %d", dirty, total)
 	}
 	// Concurrent readers get their own connections; all are closed.
