@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -102,4 +105,51 @@ func (h *sshHost) Start(name string, args ...string) (func(), error) {
 			s.Close()
 		})
 	}, nil
+}
+
+// forward makes a unix socket of the hypervisor reachable as a local
+// path: itself on this machine; over SSH, a local socket whose
+// connections are forwarded on the SSH connection.
+func forward(h host, remote string) (local string, stop func(), err error) {
+	if _, ok := h.(localHost); ok {
+		return remote, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "cairn-fwd-")
+	if err != nil {
+		return "", nil, err
+	}
+	local = filepath.Join(dir, "nbd.sock")
+	ln, err := net.Listen("unix", local)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r, err := h.Dial(remote)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				done := make(chan struct{}, 2)
+				go func() { io.Copy(r, c); done <- struct{}{} }()
+				go func() { io.Copy(c, r); done <- struct{}{} }()
+				<-done
+				c.Close()
+				r.Close()
+				<-done
+			}()
+		}
+	}()
+	return local, func() { ln.Close(); wg.Wait(); os.RemoveAll(dir) }, nil
 }
