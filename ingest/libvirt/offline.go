@@ -131,7 +131,9 @@ func (j *job) bitmapUsable(ctx context.Context, d disk, name string) error {
 // holds (the frozen base of a snapshot).
 func (j *job) serveFile(ctx context.Context, d disk, bitmap string, forceShare bool) (string, func(), error) {
 	sock := path.Join(j.o.SocketDir, newName("cairn-qemu-nbd-")+".sock")
-	args := []string{"--read-only", "--persistent", "--shared=16", "--socket=" + sock,
+	// Not --persistent: qemu-nbd exits when its last client leaves, so
+	// none is left behind on the hypervisor if cairn dies.
+	args := []string{"--read-only", "--shared=16", "--socket=" + sock,
 		"--export-name=" + d.Target, "--format=" + d.Format}
 	if bitmap != "" {
 		args = append(args, "--bitmap="+bitmap)
@@ -146,9 +148,8 @@ func (j *job) serveFile(ctx context.Context, d disk, bitmap string, forceShare b
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		c, err := j.c.host.Dial(sock)
+		_, err := j.c.host.Run(ctx, "test", "-S", sock)
 		if err == nil {
-			c.Close()
 			return sock, func() { stop(); j.c.host.Run(context.Background(), "rm", "-f", sock) }, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
