@@ -43,12 +43,13 @@ if ((${#missing[@]})); then
     policy=1
   fi
   export DEBIAN_FRONTEND=noninteractive
-  ok=1
-  apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}" || ok=0
-  if ((!ok)); then # stale or missing package lists: update once, retry
-    apt-get -o DPkg::Lock::Timeout=600 update -q
-    apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}" || ok=0
-  fi
+  # apt-get waits up to 600 s for a lock that others hold; a failure may
+  # also be stale package lists: update once, then try again (3 tries).
+  ok=0 updated=0
+  for _ in 1 2 3; do
+    if apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}"; then ok=1; break; fi
+    if ((!updated)); then apt-get -o DPkg::Lock::Timeout=600 update -q && updated=1; fi
+  done
   ((policy)) && rm -f /usr/sbin/policy-rc.d
   ((ok)) || { echo "libvirt-up.sh: apt-get install failed" >&2; exit 1; }
   log "packages installed"
