@@ -54,8 +54,8 @@ func (c *Client) read(ctx context.Context, p []byte, off int64) error {
 		start := pos - pos%align
 		end := min(start+int64(c.reqSize), c.info.Size)
 		want := min(int64(len(p)-done), end-pos)
-		if e := pos + want; e%align != 0 && end > e {
-			end = min(e+align-e%align, c.info.Size)
+		if e := pos + want; e < end {
+			end = min(e+(align-e%align)%align, c.info.Size)
 		}
 		pc := piece{dst: p[done : done+int(want)], bounce: -1}
 		pc.req = newRequest(cmdRead, uint64(start), uint32(end-start))

@@ -139,8 +139,8 @@ func (d *demux) offsetData(req *request, length uint32) error {
 	if req.cmd != cmdRead {
 		return protoErr("data chunk in reply to %s", opName(req.cmd))
 	}
-	if length < 9 {
-		return protoErr("data chunk of length %d", length)
+	if length < 9 || length-8 > req.length {
+		return protoErr("data chunk of length %d in reply to a %d-byte read", length, req.length)
 	}
 	if _, err := io.ReadFull(d.r, d.hdr[:8]); err != nil {
 		return unexpectedEOF(err)
