@@ -59,12 +59,15 @@ func TestBenchVsVirtnbdbackup(t *testing.T) {
 	vFull := time.Since(t0)
 
 	// ~100 MB of random data in 50 writes of 2 MiB, spread over the disk.
-	small := filepath.Join(t.TempDir(), "small")
+	sdir := t.TempDir()
 	b2 := make([]byte, 2<<20)
-	rng.Read(b2)
-	os.WriteFile(small, b2, 0o600)
 	changed := int64(0)
 	for i := 0; i < 50; i++ {
+		small := filepath.Join(sdir, fmt.Sprint(i)) // distinct data: no dedup between writes
+		rng.Read(b2)
+		if err := os.WriteFile(small, b2, 0o600); err != nil {
+			t.Fatal(err)
+		}
 		off := (int64(i)*163 + 7) * (size / (50 * 163)) &^ 4095
 		cmd := fmt.Sprintf(`qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "write -s %s %d %d"`, small, off, len(b2))
 		if out, err := c.L.QEMUDomainMonitorCommand(d.dom, cmd, 1); err != nil || strings.TrimSpace(out) != "" {
