@@ -49,6 +49,9 @@ func (c *Conn) Restore(ctx context.Context, r *repo.Repository, p *repo.RestoreP
 	if o.Format != "qcow2" && o.Format != "raw" {
 		return nil, fmt.Errorf("format %q: use qcow2 or raw", o.Format)
 	}
+	if _, local := c.host.(localHost); !local && o.PoolDir == "" {
+		return nil, fmt.Errorf("the disks are written on this machine and %s is remote: pass a --pool-dir that the hypervisor sees at the same path, or run the restore on the hypervisor", c.URI)
+	}
 	name := o.Name
 	if name == "" {
 		name = def.Name
