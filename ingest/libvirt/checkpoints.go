@@ -17,6 +17,10 @@ func (j *job) deleteCheckpoint(name string) {
 	if err := j.c.L.DomainCheckpointDelete(cp, 0); err != nil {
 		if err2 := j.c.L.DomainCheckpointDelete(cp, golibvirt.DomainCheckpointDeleteMetadataOnly); err2 != nil {
 			j.note("could not delete checkpoint %s: %v; delete it with `virsh checkpoint-delete %s %s`", name, err, j.name, name)
+			return
+		}
+		if running, err := j.running(); err == nil && !running {
+			j.removeOfflineBitmaps(name) // libvirt could not touch the files
 		}
 	}
 }

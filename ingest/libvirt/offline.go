@@ -8,6 +8,9 @@ import (
 	"slices"
 	"time"
 
+	golibvirt "github.com/digitalocean/go-libvirt"
+	"libvirt.org/go/libvirtxml"
+
 	"github.com/cairn-backup/cairn/ingest"
 )
 
@@ -39,11 +42,7 @@ func (j *job) offline(ctx context.Context) error {
 	}
 	cp := ""
 	if slices.ContainsFunc(j.disks, disk.checkpointable) {
-		name := newName(checkpointPrefix)
-		x, err := checkpointXML(name, j.disks)
-		if err == nil {
-			_, err = j.c.L.DomainCheckpointCreateXML(j.dom, x, 0)
-		}
+		name, err := j.offlineCheckpoint(ctx)
 		if err != nil {
 			j.note("cannot create a checkpoint on the shut-off domain (%v): the next backup is full", firstLine(err))
 		} else {
@@ -157,5 +156,58 @@ func (j *job) serveFile(ctx context.Context, d disk, bitmap string, forceShare b
 			return "", nil, fmt.Errorf("domain %s disk %s: qemu-nbd did not serve %s: %v (is qemu-utils installed on the hypervisor?)", j.name, d.Target, d.Path, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// offlineCheckpoint starts a checkpoint on a shut-off domain. libvirt
+// creates checkpoints of running domains only, so when it refuses, the
+// bitmaps are added to the qcow2 files with qemu-img and the checkpoint's
+// metadata is redefined to match (what libvirt itself would have done).
+func (j *job) offlineCheckpoint(ctx context.Context) (string, error) {
+	name := newName(checkpointPrefix)
+	x, err := checkpointXML(name, j.disks)
+	if err != nil {
+		return "", err
+	}
+	if _, err := j.c.L.DomainCheckpointCreateXML(j.dom, x, 0); err == nil {
+		return name, nil
+	}
+	var added []disk
+	undo := func() {
+		for _, d := range added {
+			j.c.host.Run(context.WithoutCancel(ctx), "qemu-img", "bitmap", "--remove", d.Path, name)
+		}
+	}
+	cx := libvirtxml.DomainCheckpoint{Name: name, CreationTime: fmt.Sprint(time.Now().Unix()), Disks: &libvirtxml.DomainCheckpointDisks{}}
+	for _, d := range j.disks {
+		if !d.checkpointable() {
+			cx.Disks.Disks = append(cx.Disks.Disks, libvirtxml.DomainCheckpointDisk{Name: d.Target, Checkpoint: "no"})
+			continue
+		}
+		if _, err := j.c.host.Run(ctx, "qemu-img", "bitmap", "--add", d.Path, name); err != nil {
+			undo()
+			return "", err
+		}
+		added = append(added, d)
+		cx.Disks.Disks = append(cx.Disks.Disks, libvirtxml.DomainCheckpointDisk{Name: d.Target, Checkpoint: "bitmap", Bitmap: name})
+	}
+	rx, err := cx.Marshal()
+	if err == nil {
+		_, err = j.c.L.DomainCheckpointCreateXML(j.dom, rx, uint32(golibvirt.DomainCheckpointCreateRedefine))
+	}
+	if err != nil {
+		undo()
+		return "", fmt.Errorf("redefine checkpoint %s: %w", name, err)
+	}
+	return name, nil
+}
+
+// removeOfflineBitmaps deletes a checkpoint's bitmaps from the qcow2 files
+// of a shut-off domain, after libvirt dropped only its metadata.
+func (j *job) removeOfflineBitmaps(name string) {
+	for _, d := range j.disks {
+		if d.checkpointable() && d.Path != "" {
+			j.c.host.Run(context.Background(), "qemu-img", "bitmap", "--remove", d.Path, name)
+		}
 	}
 }
