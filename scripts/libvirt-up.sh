@@ -102,7 +102,7 @@ elif virsh version >/dev/null 2>&1; then
 else
   rm -f "$PIDF"
   /usr/sbin/libvirtd -d -f "$STATE/libvirtd.conf" -p "$PIDF"
-  for _ in $(seq 300); do virsh version >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 600); do virsh version >/dev/null 2>&1 && break; sleep 0.1; done
   virsh version >/dev/null 2>&1 || { echo "libvirt-up.sh: libvirtd did not answer; see $STATE/log/libvirtd.log" >&2; exit 1; }
   log "started libvirtd (pid $(cat "$PIDF"))"
 fi
