@@ -60,6 +60,7 @@ type Client struct {
 	err     error // set once the connection is unusable
 	closing bool
 
+	demux      *demux // used by the reader goroutine only
 	readerDone chan struct{}
 }
 
@@ -68,15 +69,15 @@ type Client struct {
 // metadata contexts, and enters transmission on export.
 func Dial(ctx context.Context, network, addr, export string, opts *Options) (*Client, error) {
 	o := withDefaults(opts)
-	conn, n, err := handshake(ctx, network, addr, o)
+	var c *Client
+	err := negotiate(ctx, network, addr, o, func(conn net.Conn, n *negotiation) (err error) {
+		c, err = transmit(conn, n, export, o)
+		return err
+	})
 	if err != nil {
-		return nil, err
-	}
-	c, err := transmit(conn, n, export, o)
-	if err != nil {
-		conn.Close()
 		return nil, fmt.Errorf("nbd: %s %s export %q: %w", network, addr, export, err)
 	}
+	go c.readLoop()
 	return c, nil
 }
 
@@ -97,13 +98,14 @@ func withDefaults(opts *Options) Options {
 	return o
 }
 
-// handshake dials and exchanges greetings; the connection's deadline is
-// the context's or the timeout, until transmission starts.
-func handshake(ctx context.Context, network, addr string, o Options) (net.Conn, *negotiation, error) {
+// negotiate dials, greets the server and runs fn to haggle options. Until
+// it returns, the connection's deadline is the context's or the timeout,
+// and cancelling ctx interrupts it. On error the connection is closed.
+func negotiate(ctx context.Context, network, addr string, o Options, fn func(net.Conn, *negotiation) error) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, network, addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("nbd: %w", err)
+		return err
 	}
 	deadline, ok := ctx.Deadline()
 	if o.Timeout > 0 && (!ok || time.Until(deadline) > o.Timeout) {
@@ -113,13 +115,23 @@ func handshake(ctx context.Context, network, addr string, o Options) (net.Conn, 
 		conn.SetDeadline(deadline)
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
 	n := &negotiation{rw: conn}
-	if err := n.greet(); err != nil {
-		conn.Close()
-		return nil, nil, fmt.Errorf("nbd: %s %s: %w", network, addr, err)
+	err = n.greet()
+	if err == nil {
+		err = fn(conn, n)
 	}
-	return conn, n, nil
+	if !stop() && err == nil {
+		err = ctx.Err() // the deadline may already be in the past
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		}
+		conn.Close()
+		return err
+	}
+	conn.SetDeadline(time.Time{}) // fails only if fn closed conn, as Query does
+	return nil
 }
 
 func transmit(conn net.Conn, n *negotiation, export string, o Options) (*Client, error) {
@@ -154,13 +166,11 @@ func transmit(conn net.Conn, n *negotiation, export string, o Options) (*Client,
 		return nil, err
 	}
 	c.reqSize = requestSize(o.RequestSize, c.info)
-	conn.SetDeadline(time.Time{})
-	d := &demux{
+	c.demux = &demux{
 		r:          bufio.NewReaderSize(idleReader{c}, 64<<10),
 		structured: c.structured, contexts: ids,
 		lookup: c.lookup, complete: c.complete,
 	}
-	go c.readLoop(d)
 	return c, nil
 }
 
@@ -246,10 +256,10 @@ func (c *Client) fail(err error) {
 	}
 }
 
-func (c *Client) readLoop(d *demux) {
+func (c *Client) readLoop() {
 	defer close(c.readerDone)
 	for {
-		if err := d.next(); err != nil {
+		if err := c.demux.next(); err != nil {
 			c.mu.Lock()
 			closing := c.closing
 			c.mu.Unlock()

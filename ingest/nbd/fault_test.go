@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -454,5 +457,46 @@ func TestCloseDisconnects(t *testing.T) {
 			t.Fatalf("server never got NBD_CMD_DISC: %v", r)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDialStalledServer: a server that accepts and says nothing fails
+// Dial at the context's deadline, or after Options.Timeout.
+func TestDialStalledServer(t *testing.T) {
+	dir, err := os.MkdirTemp("", "nbdstall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	addr := filepath.Join(dir, "s.sock")
+	l, err := net.Listen("unix", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	if _, err := Dial(ctx, "unix", addr, "disk", nil); !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 3*time.Second {
+		t.Fatalf("Dial with a deadline: %v after %v", err, time.Since(t0))
+	}
+	t0 = time.Now()
+	if _, err := Dial(context.Background(), "unix", addr, "disk", &Options{Timeout: 200 * time.Millisecond}); !errors.Is(err, os.ErrDeadlineExceeded) || time.Since(t0) > 3*time.Second {
+		t.Fatalf("Dial with a timeout: %v after %v", err, time.Since(t0))
 	}
 }

@@ -3,6 +3,7 @@ package nbd
 import (
 	"context"
 	"fmt"
+	"net"
 	"sort"
 )
 
@@ -13,16 +14,18 @@ import (
 // the session with NBD_OPT_ABORT.
 func Query(ctx context.Context, network, addr, export string, queries []string, opts *Options) (ExportInfo, []string, error) {
 	o := withDefaults(opts)
-	conn, n, err := handshake(ctx, network, addr, o)
-	if err != nil {
-		return ExportInfo{}, nil, err
-	}
-	defer conn.Close()
-	info, contexts, err := query(n, export, queries)
+	var info ExportInfo
+	var contexts []string
+	err := negotiate(ctx, network, addr, o, func(conn net.Conn, n *negotiation) (err error) {
+		if info, contexts, err = query(n, export, queries); err == nil {
+			n.abort()
+			conn.Close()
+		}
+		return err
+	})
 	if err != nil {
 		return ExportInfo{}, nil, fmt.Errorf("nbd: %s %s export %q: %w", network, addr, export, err)
 	}
-	n.abort()
 	return info, contexts, nil
 }
 

@@ -243,9 +243,19 @@ func TestQemuSparse8GiB(t *testing.T) {
 			data = append(data, e)
 		}
 	}
-	want := "[{0 65536 0} {3221225472 1048576 0} {4294901760 65536 0} {8588886016 1048576 0}]"
+	// The 512 bytes written across the 4 GiB mark allocate two clusters.
+	want := "[{0 65536 0} {3221225472 1048576 0} {4294901760 131072 0} {8588886016 1048576 0}]"
 	if fmt.Sprint(data) != want {
 		t.Fatalf("data extents %v, want %s", data, want)
+	}
+	var fromMap []Extent
+	for _, m := range qemuMap(t, img) {
+		if m.Data {
+			fromMap = append(fromMap, Extent{m.Start, m.Length, 0})
+		}
+	}
+	if fmt.Sprint(merge(fromMap)) != want {
+		t.Fatalf("qemu-img map gives %v", fromMap)
 	}
 	compareWithFile(t, c, ref, 32<<20, 0)
 }
