@@ -473,20 +473,22 @@ func TestDialStalledServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	var conns []net.Conn
+	accepted := make(chan []net.Conn)
 	defer func() {
-		for _, c := range conns {
+		l.Close()
+		for _, c := range <-accepted {
 			c.Close()
 		}
 	}()
 	go func() {
+		var conns []net.Conn
 		for {
 			c, err := l.Accept()
 			if err != nil {
+				accepted <- conns
 				return
 			}
-			conns = append(conns, c)
+			conns = append(conns, c) // held open, silent
 		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
