@@ -21,8 +21,9 @@
 // from the socket straight into the caller's buffer; holes the server
 // reports (NBD_REPLY_TYPE_OFFSET_HOLE) are zeroed in place without
 // crossing the wire. [Client.BlockStatus] asks for the extents of one
-// metadata context; [Client.Extents] walks a whole range with it, however
-// little the server answers per request.
+// metadata context ([Client.BlockStatusOne] for just the first, with
+// NBD_CMD_FLAG_REQ_ONE); [Client.Extents] walks a whole range with it,
+// however little the server answers per request.
 //
 // # Trust
 //

@@ -280,6 +280,26 @@ func TestHostileBlockStatus(t *testing.T) {
 	}
 }
 
+// TestReqOneViolated: more than one extent in reply to a single-extent
+// request is a protocol error.
+func TestReqOneViolated(t *testing.T) {
+	s := &fakeServer{disk: patterned(1 << 20), contexts: []string{ContextAllocation}}
+	s.handle = func(w *fakeConn, r fakeReq) {
+		w.chunk(replyFlagDone, chunkBlockStatus, r.handle, statusPayload(1, 512, 0, 512, 1))
+	}
+	s.start(t)
+	c := s.dial(t, &Options{MetaContexts: s.contexts})
+	if _, err := c.BlockStatus(context.Background(), 0, 4096, ContextAllocation); err != nil {
+		t.Fatalf("two extents to a plain request: %v", err)
+	}
+	if _, err := c.BlockStatusOne(context.Background(), 0, 4096, ContextAllocation); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("two extents to a REQ_ONE request: %v", err)
+	}
+	if r := s.received(); r[len(r)-1].flags != cmdFlagReqOne {
+		t.Fatalf("request flags %#x", r[len(r)-1].flags)
+	}
+}
+
 // TestExtentsProgress: a server that answers a little at a time is walked
 // to the end, its pieces merged; one that answers nothing usable past the
 // offset is an error, not a loop.

@@ -207,6 +207,16 @@ func TestQemuDirtyBitmap(t *testing.T) {
 	if want = merge(want); fmt.Sprint(dirty) != fmt.Sprint(want) {
 		t.Fatalf("dirty extents\n got %v\nwant %v", dirty, want)
 	}
+	// One-extent probes: a dirty granule, then the clean run after it.
+	for _, probe := range []struct {
+		off  int64
+		want Extent
+	}{{65536 * 10, Extent{65536 * 10, 65536, StateDirty}}, {65536 * 11, Extent{65536 * 11, 65536 * 8, 0}}} {
+		e, err := c.BlockStatusOne(ctx, probe.off, 1<<20, DirtyBitmapContext("bm0"))
+		if err != nil || e != probe.want {
+			t.Fatalf("BlockStatusOne(%d) = %v, %v; want %v", probe.off, e, err, probe.want)
+		}
+	}
 }
 
 func contains(list []string, s string) bool {

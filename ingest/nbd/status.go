@@ -22,6 +22,21 @@ func (e Extent) End() int64 { return e.Offset + e.Length }
 // They may cover less than asked (servers answer in pieces); Extents walks
 // a whole range.
 func (c *Client) BlockStatus(ctx context.Context, off, length int64, name string) ([]Extent, error) {
+	return c.blockStatus(ctx, off, length, name, 0)
+}
+
+// BlockStatusOne asks only for the extent at off (NBD_CMD_FLAG_REQ_ONE):
+// a cheap probe, for instance whether a range is dirty. The server may
+// still describe less than length.
+func (c *Client) BlockStatusOne(ctx context.Context, off, length int64, name string) (Extent, error) {
+	ext, err := c.blockStatus(ctx, off, length, name, cmdFlagReqOne)
+	if err != nil {
+		return Extent{}, err
+	}
+	return ext[0], nil
+}
+
+func (c *Client) blockStatus(ctx context.Context, off, length int64, name string, flags uint16) ([]Extent, error) {
 	id, ok := c.contexts[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q (the server agreed to %q)", ErrNoMetaContext, name, c.MetaContexts())
@@ -36,7 +51,7 @@ func (c *Client) BlockStatus(ctx context.Context, off, length int64, name string
 		end = min(end+align-r, c.info.Size)
 	}
 	r := newRequest(cmdBlockStatus, uint64(start), uint32(end-start))
-	r.keepCtx = id
+	r.keepCtx, r.flags = id, flags
 	if err := c.do(ctx, r); err != nil {
 		return nil, err
 	}
