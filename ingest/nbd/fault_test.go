@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -520,5 +521,44 @@ func TestDialStalledServer(t *testing.T) {
 	t0 = time.Now()
 	if _, err := Dial(context.Background(), "unix", addr, "disk", &Options{Timeout: 200 * time.Millisecond}); !errors.Is(err, os.ErrDeadlineExceeded) || time.Since(t0) > 3*time.Second {
 		t.Fatalf("Dial with a timeout: %v after %v", err, time.Since(t0))
+	}
+}
+
+// TestCloseWithReadsInFlight: Close fails outstanding reads at once with
+// ErrClosed, and the client's goroutine is gone afterwards.
+func TestCloseWithReadsInFlight(t *testing.T) {
+	s := &fakeServer{disk: patterned(1 << 20)}
+	s.handle = func(*fakeConn, fakeReq) {} // never answers
+	s.start(t)
+	before := runtime.NumGoroutine()
+	c, err := s.tryDial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for i := range 4 {
+		go func() {
+			_, err := c.ReadAt(make([]byte, 3<<20), int64(i)<<18)
+			errs <- err
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	c.Close()
+	for range 4 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrClosed) {
+				t.Fatalf("read cut off by Close: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a read outlived Close")
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+1 { // +1: the fake server's connection
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines before Dial, %d after Close", before, runtime.NumGoroutine())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
