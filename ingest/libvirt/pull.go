@@ -181,7 +181,10 @@ func backupXML(sock string, disks []disk, incremental string, inc map[string]boo
 		},
 	}
 	for _, d := range disks {
-		pd := libvirtxml.DomainBackupPullDisk{Name: d.Target, Backup: "yes"}
+		// libvirt 9.0 has no default scratch file (it fails with "argument
+		// key 'filename' must not have null value"): name one beside the socket.
+		pd := libvirtxml.DomainBackupPullDisk{Name: d.Target, Backup: "yes",
+			Scratch: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: scratchPath(sock, d.Target)}}}
 		if incremental != "" {
 			pd.BackupMode = "full"
 			if inc[d.Target] {
@@ -191,6 +194,12 @@ func backupXML(sock string, disks []disk, incremental string, inc map[string]boo
 		b.Pull.Disks.Disks = append(b.Pull.Disks.Disks, pd)
 	}
 	return b.Marshal()
+}
+
+// scratchPath is the file QEMU keeps the job's copy-before-write data in;
+// libvirt deletes it when the job ends.
+func scratchPath(sock, target string) string {
+	return strings.TrimSuffix(sock, ".sock") + "-" + target + ".scratch.qcow2"
 }
 
 func checkpointXML(name string, disks []disk) (string, error) {

@@ -144,7 +144,7 @@ func TestBackupAndCheckpointXML(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"<domainbackup mode=\"pull\">", "<incremental>cairn-1</incremental>", `<server transport="unix" socket="/var/tmp/s.sock">`,
-		`<disk name="vda" backup="yes" backupmode="incremental" incremental="cairn-1"`, `<disk name="vdb" backup="yes" backupmode="full"`} {
+		`<disk type="file" name="vda" backup="yes" backupmode="incremental" incremental="cairn-1">`, `<scratch file="/var/tmp/s-vda.scratch.qcow2">`, `<disk type="file" name="vdb" backup="yes" backupmode="full"`} {
 		if !strings.Contains(x, want) {
 			t.Errorf("backup XML lacks %s:\n%s", want, x)
 		}
