@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -107,8 +108,9 @@ func negotiate(ctx context.Context, network, addr string, o Options, fn func(net
 		return err
 	}
 	deadline, ok := ctx.Deadline()
+	ctxDeadline := ok
 	if o.Timeout > 0 && (!ok || time.Until(deadline) > o.Timeout) {
-		deadline, ok = time.Now().Add(o.Timeout), true
+		deadline, ok, ctxDeadline = time.Now().Add(o.Timeout), true, false
 	}
 	if ok {
 		conn.SetDeadline(deadline)
@@ -123,8 +125,13 @@ func negotiate(ctx context.Context, network, addr string, o Options, fn func(net
 		err = ctx.Err() // the deadline may already be in the past
 	}
 	if err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		case ctxDeadline && errors.Is(err, os.ErrDeadlineExceeded):
+			// The connection's deadline, which is the context's, can
+			// pass a moment before the context itself reports it.
+			err = fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
 		}
 		conn.Close()
 		return err
