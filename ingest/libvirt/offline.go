@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strings"
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
@@ -132,15 +133,21 @@ func (j *job) serveFile(ctx context.Context, d disk, bitmap string, forceShare b
 	sock := path.Join(j.o.SocketDir, newName("cairn-qemu-nbd-")+".sock")
 	// Not --persistent: qemu-nbd exits when its last client leaves, so
 	// none is left behind on the hypervisor if cairn dies.
-	args := []string{"--read-only", "--shared=16", "--socket=" + sock,
-		"--export-name=" + d.Target, "--format=" + d.Format}
+	args := []string{"--read-only", "--shared=16", "--socket=" + sock, "--export-name=" + d.Target}
 	if bitmap != "" {
 		args = append(args, "--bitmap="+bitmap)
 	}
 	if forceShare {
-		args = append(args, "--force-share")
+		// qemu-nbd 7.2 has no --force-share; the block layer option does it.
+		proto := "file"
+		if strings.HasPrefix(d.Path, "/dev/") {
+			proto = "host_device"
+		}
+		args = append(args, "--image-opts", "driver="+d.Format+",file.driver="+proto+
+			",file.filename="+strings.ReplaceAll(d.Path, ",", ",,")+",force-share=on")
+	} else {
+		args = append(args, "--format="+d.Format, d.Path)
 	}
-	args = append(args, d.Path)
 	stop, err := j.c.host.Start("qemu-nbd", args...)
 	if err != nil {
 		return "", nil, err
