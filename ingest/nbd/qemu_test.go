@@ -366,29 +366,28 @@ func TestQemuServerKilled(t *testing.T) {
 func TestQemuServerStopped(t *testing.T) {
 	path := bigRawDisk(t, 64<<20)
 	s := startQemuNBD(t, "unix", "-f", "raw", "--read-only", path)
-	c := s.dial(t, &Options{Timeout: time.Second})
+	c := s.dial(t, &Options{Timeout: 2 * time.Second})
 	buf := make([]byte, 64<<20)
 	if _, err := c.ReadAt(buf, 0); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond) // idle for longer than the timeout: fine
+	time.Sleep(2500 * time.Millisecond) // idle for longer than the timeout: fine
 	if _, err := c.ReadAt(buf[:4096], 0); err != nil {
 		t.Fatalf("read after an idle period: %v", err)
 	}
 	s.cmd.Process.Signal(syscall.SIGSTOP)
 	defer s.cmd.Process.Signal(syscall.SIGCONT)
 
-	c2 := c
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	t0 := time.Now()
-	_, err := c2.ReadAtContext(ctx, buf[:1<<20], 0)
-	if !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 900*time.Millisecond {
+	_, err := c.ReadAtContext(ctx, buf[:1<<20], 0)
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 3*time.Second {
 		t.Fatalf("cancelled read: %v after %v", err, time.Since(t0))
 	}
 	t0 = time.Now()
 	_, err = c.ReadAt(buf[:1<<20], 0)
-	if err == nil || !strings.Contains(err.Error(), "sent nothing") || time.Since(t0) > 5*time.Second {
+	if err == nil || !strings.Contains(err.Error(), "sent nothing") || time.Since(t0) > 15*time.Second {
 		t.Fatalf("read from a stopped server: %v after %v", err, time.Since(t0))
 	}
 }
