@@ -20,7 +20,7 @@ import (
 func cairn(t *testing.T, args ...string) []byte {
 	t.Helper()
 	var out, errb bytes.Buffer
-	if code := cli.Main(args, &out, &errb); code != 0 {
+	if code := cli.Main(append([]string{"cairn"}, args...), &out, &errb); code != 0 {
 		t.Fatalf("cairn %s: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errb.String())
 	}
 	return out.Bytes()
@@ -75,7 +75,7 @@ func TestCLIBackupAndRestoreDomain(t *testing.T) {
 
 	// Restoring under a name in use is refused, and writes nothing.
 	var o, e bytes.Buffer
-	if code := cli.Main([]string{"restore", "libvirt", id, "--repo", rdir, "--pool-dir", pool}, &o, &e); code == 0 || !strings.Contains(e.String(), "exists") {
+	if code := cli.Main([]string{"cairn", "restore", "libvirt", id, "--repo", rdir, "--pool-dir", pool}, &o, &e); code == 0 || !strings.Contains(e.String(), "exists") {
 		t.Fatalf("restore over an existing domain: exit %d %s", code, e.String())
 	}
 }
