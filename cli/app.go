@@ -28,7 +28,7 @@ func App() *ucli.App {
 		Description: "cairn stores VM disks in a deduplicated, compressed, optionally encrypted repository.\n" +
 			"Start with `cairn init --repo DIR`, then `cairn backup --vm NAME --disk vda=IMAGE`.",
 		Commands: withCommonFlags([]*ucli.Command{
-			initCommand(), backupCommand(), listCommand(), showCommand(), restoreCommand(),
+			initCommand(), withBackupLibvirt(backupCommand()), listCommand(), showCommand(), restoreCommand(),
 			checkCommand(), forgetCommand(), pruneCommand(), repairCommand(),
 			mountCommand(), umountCommand(),
 		}),

@@ -22,6 +22,7 @@ type tableJob struct {
 	index   uint32
 	entries []repo.BlockEntry
 	pending sync.WaitGroup
+	reuse   *repo.TableRef // an unchanged table of the parent, stored as is
 }
 
 // batch is a run of consecutive data blocks inside one table.
@@ -56,6 +57,13 @@ func ingestDisk(ctx context.Context, r *repo.Repository, sess *repo.Session, src
 	if prev != nil && prev.Disk().BlockSize == cfg.BlockSize && prev.Disk().TableSize == cfg.TableSize {
 		di.prev = prev
 	}
+	return di.run(ctx, o, di.produce)
+}
+
+// run is the pipeline: produce emits batches and tables, workers fill the
+// tables, the finalizer stores each table once its blocks are done.
+func (di *diskIngest) run(ctx context.Context, o BackupOptions, produce func(context.Context, chan<- batch, chan<- *tableJob) error) (*repo.Disk, error) {
+	sess := di.sess
 	workers := o.Workers
 	if workers <= 0 {
 		workers = 2 * runtime.GOMAXPROCS(0)
@@ -67,7 +75,7 @@ func ingestDisk(ctx context.Context, r *repo.Repository, sess *repo.Session, src
 	g.Go(func() error { // producer: walk the data extents in order
 		defer close(batches)
 		defer close(tables)
-		return di.produce(ctx, batches, tables)
+		return produce(ctx, batches, tables)
 	})
 	for i := 0; i < workers; i++ {
 		g.Go(func() error { return di.work(ctx, batches) })
@@ -77,6 +85,10 @@ func ingestDisk(ctx context.Context, r *repo.Repository, sess *repo.Session, src
 			t.pending.Wait()
 			if ctx.Err() != nil {
 				continue // drain
+			}
+			if t.reuse != nil {
+				refs = append(refs, *t.reuse)
+				continue
 			}
 			ref, err := sess.StoreTable(t.index, t.entries)
 			if err != nil {
@@ -91,7 +103,7 @@ func ingestDisk(ctx context.Context, r *repo.Repository, sess *repo.Session, src
 	}
 	return &repo.Disk{
 		Size: di.size, BlockSize: int(di.bs), TableSize: int(di.ts),
-		Format: src.Format(), Tables: refs,
+		Format: di.src.Format(), Tables: refs,
 		Stats: repo.DiskStats{
 			BytesRead: di.bytesRead.Load(), DataBlocks: di.dataBlocks.Load(),
 			NewBlocks: di.newBlocks.Load(), NewBytes: di.newBytes.Load(),
@@ -196,7 +208,8 @@ func (di *diskIngest) doBatch(bt batch, buf []byte) error {
 		b := bt.first + i
 		blk := data[i*di.bs : min((i+1)*di.bs, n)]
 		if bytes.Equal(blk, di.zero[:len(blk)]) {
-			continue // entry stays zero
+			bt.table.entries[b%di.ts] = repo.BlockEntry{} // may hold the parent's entry
+			continue
 		}
 		di.dataBlocks.Add(1)
 		id := di.r.Hasher().Sum(blk)
