@@ -30,7 +30,7 @@ func App() *ucli.App {
 		Commands: withCommonFlags([]*ucli.Command{
 			initCommand(), backupCommand(), listCommand(), showCommand(), restoreCommand(),
 			checkCommand(), forgetCommand(), pruneCommand(), repairCommand(),
-			mountCommand(), umountCommand(),
+			mountCommand(), umountCommand(), openstackCommand(),
 		}),
 		ExitErrHandler: func(*ucli.Context, error) {}, // Main prints and maps errors
 	}

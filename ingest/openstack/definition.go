@@ -153,7 +153,7 @@ func (cl *Cloud) serverPorts(ctx context.Context, serverID string) ([]PortDef, e
 	var body struct {
 		Ports []PortDef `json:"ports"`
 	}
-	if err := getJSON(ctx, cl.Network, "v2.0/ports?device_id="+url.QueryEscape(serverID), &body); err != nil {
+	if err := getJSON(ctx, cl.Network, "ports?device_id="+url.QueryEscape(serverID), &body); err != nil {
 		return nil, err
 	}
 	names := map[string]string{}
@@ -164,7 +164,7 @@ func (cl *Cloud) serverPorts(ctx context.Context, serverID string) ([]PortDef, e
 					Name string `json:"name"`
 				} `json:"network"`
 			}
-			if err := getJSON(ctx, cl.Network, "v2.0/networks/"+p.NetworkID, &n); err == nil {
+			if err := getJSON(ctx, cl.Network, "networks/"+p.NetworkID, &n); err == nil {
 				names[p.NetworkID] = n.Network.Name
 			}
 		}
@@ -190,7 +190,7 @@ func (cl *Cloud) securityGroups(ctx context.Context, s *Server, ports []PortDef)
 			var body struct {
 				SG SecurityGroup `json:"security_group"`
 			}
-			if err := getJSON(ctx, cl.Network, "v2.0/security-groups/"+id, &body); err != nil {
+			if err := getJSON(ctx, cl.Network, "security-groups/"+id, &body); err != nil {
 				if isNotFound(err) {
 					continue
 				}

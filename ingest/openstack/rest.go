@@ -63,3 +63,10 @@ func apiMessage(err error) string {
 	}
 	return err.Error()
 }
+
+// gophercloudOpts are extra request headers.
+type gophercloudOpts map[string]string
+
+func (h gophercloudOpts) opts() *gophercloud.RequestOpts {
+	return &gophercloud.RequestOpts{MoreHeaders: h, OkCodes: []int{200, 201, 202, 204}}
+}
