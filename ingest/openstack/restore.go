@@ -147,7 +147,10 @@ func (rs *restorer) timing(step string, d time.Duration) {
 
 // finish runs the cleanup: temporaries always, everything created when err
 // is not nil (unless KeepOnFailure). It returns err with what was left.
-func (rs *restorer) finish(err error) error {
+func (rs *restorer) finish(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		err = fmt.Errorf("%w: %w", ctx.Err(), err)
+	}
 	all := err != nil && !rs.opts.KeepOnFailure
 	left, cerr := rs.undo.run(all, restoreDeleteTimeout+5*time.Minute)
 	if err == nil {

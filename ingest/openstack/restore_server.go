@@ -38,7 +38,7 @@ func RestoreVM(ctx context.Context, cl *Cloud, r *repo.Repository, p *repo.Resto
 			o.Note("note: " + w)
 		}
 	}
-	err = rs.finish(rs.execute(ctx, pl))
+	err = rs.finish(ctx, rs.execute(ctx, pl))
 	rs.result.Duration = time.Since(t0).Seconds()
 	return rs.result, err
 }

@@ -86,7 +86,7 @@ func RestoreVolume(ctx context.Context, cl *Cloud, r *repo.Repository, p *repo.R
 		return rs.result, nil
 	}
 	rs.progress.Total.Add(d.Size)
-	err = rs.finish(func() error {
+	err = rs.finish(ctx, func() error {
 		vol, err := rs.fillVolume(ctx, v.VolumeSpec)
 		if err != nil {
 			return err

@@ -88,3 +88,17 @@ func restoreWait(ctx context.Context, what string, timeout time.Duration, check 
 		wait = min(wait*3/2, 5*time.Second)
 	}
 }
+
+// restoreAPIError shows an API error as the API's own message (method,
+// URL, status, body) while errors.Is/As still reach the original.
+type restoreAPIError struct{ err error }
+
+func (e restoreAPIError) Error() string { return apiMessage(e.err) }
+func (e restoreAPIError) Unwrap() error { return e.err }
+
+func apiErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return restoreAPIError{err}
+}

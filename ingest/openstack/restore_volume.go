@@ -59,7 +59,7 @@ func (rs *restorer) fillVolumeGlance(ctx context.Context, dr *repo.DiskReader, s
 		Properties: map[string]string{"cairn_temporary": "restore", "cairn_point": rs.point.ID, "cairn_disk": spec.Disk},
 	}).Extract()
 	if err != nil {
-		return nil, fmt.Errorf("create temporary Glance image for disk %s: %w", spec.Disk, err)
+		return nil, fmt.Errorf("create temporary Glance image for disk %s: %w", spec.Disk, apiErr(err))
 	}
 	imageID := img.ID
 	removeImage := func(ctx context.Context) error { return images.Delete(ctx, cl.Image, imageID).ExtractErr() }
@@ -75,7 +75,7 @@ func (rs *restorer) fillVolumeGlance(ctx context.Context, dr *repo.DiskReader, s
 		err = errors.New("the upload ended before the whole disk was sent")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("upload disk %s to Glance image %s: %w", spec.Disk, imageID, err)
+		return nil, fmt.Errorf("upload disk %s to Glance image %s: %w", spec.Disk, imageID, apiErr(err))
 	}
 	md5hex, sha512hex := stream.Sums()
 	if err := rs.checkImage(ctx, imageID, dr.Size(), md5hex, sha512hex); err != nil {
@@ -90,7 +90,7 @@ func (rs *restorer) fillVolumeGlance(ctx context.Context, dr *repo.DiskReader, s
 	}
 	rs.timing("volume_from_image", time.Since(t1))
 	if err := removeImage(ctx); err != nil && !isNotFound(err) {
-		return nil, fmt.Errorf("delete temporary image %s: %w", imageID, err)
+		return nil, fmt.Errorf("delete temporary image %s: %w", imageID, apiErr(err))
 	}
 	rs.undo.done("image", imageID)
 	return vol, rs.finishVolume(ctx, vol, spec)
@@ -132,7 +132,7 @@ func (rs *restorer) createVolume(ctx context.Context, spec VolumeSpec, imageID s
 		AvailabilityZone: spec.AvailabilityZone, Metadata: meta, Description: spec.Description,
 	}, nil).Extract()
 	if err != nil {
-		return nil, fmt.Errorf("create volume %q (%d GiB, type %q) for disk %s: %w", spec.Name, spec.SizeGB, spec.VolumeType, spec.Disk, err)
+		return nil, fmt.Errorf("create volume %q (%d GiB, type %q) for disk %s: %w", spec.Name, spec.SizeGB, spec.VolumeType, spec.Disk, apiErr(err))
 	}
 	id := vol.ID
 	rs.undo.add("volume", id, spec.Name, false, func(ctx context.Context) error { return rs.deleteVolume(ctx, id) })
