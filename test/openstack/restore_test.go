@@ -2,6 +2,7 @@ package openstack
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sort"
 	"strings"
@@ -19,6 +20,7 @@ const rsDiskSize = 1 << 30 // every test volume: 1 GiB
 type rsSource struct {
 	name, flavor, keyName, publicKey, sg, fixedIP string
 	images                                        map[string]string // disk -> local image
+	devices                                       map[string]string // disk -> device in the original server
 	sums                                          map[string]string // disk -> sha256 of the image
 	point                                         *repo.RestorePoint
 	r                                             *repo.Repository
@@ -32,10 +34,7 @@ type rsSource struct {
 func makeSource(t *testing.T, a api) *rsSource {
 	sfx := rsSuffix()
 	src := &rsSource{name: "cairn-rt-" + sfx, flavor: "cairn-rt-flavor-" + sfx, keyName: "cairn-rt-key-" + sfx,
-		sg: "cairn-rt-sg-" + sfx, fixedIP: "10.66.0." + sfx[len(sfx)-2:] + "1", images: map[string]string{}, sums: map[string]string{}}
-	if src.fixedIP[8] == '0' {
-		src.fixedIP = "10.66.0.2" + sfx[len(sfx)-2:]
-	}
+		sg: "cairn-rt-sg-" + sfx, fixedIP: fmt.Sprintf("10.66.0.%d", 10+time.Now().UnixNano()%200), images: map[string]string{}, sums: map[string]string{}, devices: map[string]string{}}
 	dir := t.TempDir()
 	src.images["vda"] = rsDiskImage(t, dir, "vda", rsDiskSize, 11, 0, 300<<20, rsDiskSize-(4<<20))
 	src.images["vdb"] = rsDiskImage(t, dir, "vdb", rsDiskSize, 12, 64<<20, 512<<20)
@@ -117,8 +116,13 @@ func makeSource(t *testing.T, a api) *rsSource {
 		t.Fatal(err)
 	}
 	var specs []ingest.DiskSpec
+	byID := map[string]string{}
+	for d, id := range vols {
+		byID[id] = d
+	}
 	for _, v := range s.Volumes {
-		d := strings.TrimPrefix(v.Device, "/dev/")
+		d := byID[v.ID]
+		src.devices[d] = v.Device
 		def.Disks = append(def.Disks, openstack.DiskDef{Name: d, VolumeID: v.ID, Device: v.Device, BootIndex: v.BootIndex, Size: rsDiskSize})
 		specs = append(specs, ingest.DiskSpec{Name: d, Path: src.images[d]})
 	}
@@ -406,7 +410,7 @@ func checkVolumes(t *testing.T, src *rsSource, res *openstack.RestoreResult, dev
 		if got := rbdSHA(t, v.ID, rsDiskSize); got != src.sums[v.Disk] {
 			t.Errorf("disk %s: restored volume %s has sha256 %s, the backup %s", v.Disk, v.ID, got, src.sums[v.Disk])
 		}
-		if want := "/dev/" + v.Disk; dev[v.ID] != want {
+		if want := src.devices[v.Disk]; dev[v.ID] != want || want == "" {
 			t.Errorf("disk %s: volume %s at %q in the server, want %s (boot order/device layout)", v.Disk, v.ID, dev[v.ID], want)
 		}
 		if v.Bootable != (v.Disk == "vda") {
