@@ -62,14 +62,14 @@ func baseAnswers() map[string]any {
 			{"id": "f1", "name": "m1.small", "vcpus": 1, "ram": 512, "disk": 10},
 			{"id": "f2", "name": "m1.other", "vcpus": 2, "ram": 1024, "disk": 20},
 		}},
-		"GET compute/os-keypairs/key1":      map[string]any{"keypair": map[string]string{"name": "key1", "public_key": "ssh-ed25519 AAAAkey1 me"}},
+		"GET compute/os-keypairs/key1":     map[string]any{"keypair": map[string]string{"name": "key1", "public_key": "ssh-ed25519 AAAAkey1 me"}},
 		"GET network/v2.0/security-groups": map[string]any{"security_groups": []map[string]string{{"id": "sg-1", "name": "web"}, {"id": "sg-d", "name": "default"}}},
-		"GET network/v2.0/networks/net-1":   map[string]any{"network": map[string]any{"id": "net-1", "name": "prod", "port_security_enabled": true}},
-		"GET network/v2.0/ports":            map[string]any{"ports": []any{}},
-		"GET compute/os-availability-zone":  map[string]any{"availabilityZoneInfo": []map[string]any{{"zoneName": "nova", "zoneState": map[string]bool{"available": true}}}},
-		"GET compute/servers":               map[string]any{"servers": []any{}},
-		"GET compute/limits":                lim("maxTotalInstances", 10, "totalInstancesUsed", 1, "maxTotalCores", 20, "totalCoresUsed", 1, "maxTotalRAMSize", 51200, "totalRAMUsed", 512),
-		"GET volume/limits":                 lim("maxTotalVolumes", 10, "totalVolumesUsed", 2, "maxTotalVolumeGigabytes", 1000, "totalGigabytesUsed", 20),
+		"GET network/v2.0/networks/net-1":  map[string]any{"network": map[string]any{"id": "net-1", "name": "prod", "port_security_enabled": true}},
+		"GET network/v2.0/ports":           map[string]any{"ports": []any{}},
+		"GET compute/os-availability-zone": map[string]any{"availabilityZoneInfo": []map[string]any{{"zoneName": "nova", "zoneState": map[string]bool{"available": true}}}},
+		"GET compute/servers":              map[string]any{"servers": []any{}},
+		"GET compute/limits":               lim("maxTotalInstances", 10, "totalInstancesUsed", 1, "maxTotalCores", 20, "totalCoresUsed", 1, "maxTotalRAMSize", 51200, "totalRAMUsed", 512),
+		"GET volume/limits":                lim("maxTotalVolumes", 10, "totalVolumesUsed", 2, "maxTotalVolumeGigabytes", 1000, "totalGigabytesUsed", 20),
 	}
 }
 
