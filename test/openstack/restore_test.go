@@ -1,7 +1,9 @@
 package openstack
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"sort"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/cli"
 	"github.com/cairn-backup/cairn/ingest"
 	"github.com/cairn-backup/cairn/ingest/openstack"
 	"github.com/cairn-backup/cairn/repo"
@@ -259,6 +262,28 @@ func TestRestoreVM(t *testing.T) {
 			t.Errorf("plan %+v", pl)
 		}
 		sameInventory(t, before, a.inventory())
+	})
+
+	t.Run("cli dry run with json", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		code := cli.Main([]string{"cairn", "restore", "vm", src.point.ID[:8], "--repo", src.r.Dir(), "--os-cloud", rsCloudName,
+			"--name", src.name + "-cli", "--network", "cairn-net2=10.67.0.99", "--dry-run", "--json"}, &out, &errOut)
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut.String())
+		}
+		var res openstack.RestoreResult
+		if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+			t.Fatalf("--json output does not decode: %v\n%s", err, out.String())
+		}
+		if !res.DryRun || res.Plan.ServerName != src.name+"-cli" || len(res.Plan.Networks) != 1 ||
+			res.Plan.Networks[0].NetworkName != "cairn-net2" || res.Plan.Networks[0].FixedIP != "10.67.0.99" || res.Server != nil {
+			t.Errorf("dry-run plan: %s", out.String())
+		}
+		code = cli.Main([]string{"cairn", "restore", "vm", src.point.ID[:8], "--repo", src.r.Dir(), "--os-cloud", rsCloudName,
+			"--network", "no-such-net", "--dry-run"}, &out, &errOut)
+		if code == 0 || !strings.Contains(errOut.String(), "no-such-net") {
+			t.Errorf("unknown network: exit %d, %s", code, errOut.String())
+		}
 	})
 
 	t.Run("second project with network mapping", func(t *testing.T) {
