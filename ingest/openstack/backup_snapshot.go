@@ -106,7 +106,7 @@ func (sj *serverJob) cinderSnapshots(ctx context.Context) error {
 	b, s := sj.b, sj.s
 	for i := range s.Volumes {
 		v := &s.Volumes[i]
-		t := Temp{Kind: KindSnapshot, Name: b.tm.j.TempName(s.ID, "snap-"+v.ID[:8]), Server: s.ID, Project: s.ProjectID}
+		t := Temp{Kind: KindSnapshot, Name: b.tm.j.TempName(s.ID, "snap-"+short(v.ID)), Server: s.ID, Project: s.ProjectID}
 		t, err := b.tm.create(ctx, t, func(ctx context.Context) (string, error) {
 			return b.cl.createSnapshot(ctx, v.ID, t.Name, b.tm.j.Metadata(s.ID))
 		})
@@ -222,7 +222,7 @@ func (sj *serverJob) novaImageSnapshot(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	im, err := b.cl.waitImage(ctx, t.ID, b.o.Timeouts.Upload)
+	im, err := b.cl.waitServerImage(ctx, s.ID, t.ID, b.o.Timeouts.Upload)
 	if err != nil {
 		return fmt.Errorf("nova image snapshot of the root disk: %w", err)
 	}
@@ -250,4 +250,44 @@ func (cl *Cloud) cinderMessages(ctx context.Context, resourceID string) string {
 		return ""
 	}
 	return "; Cinder says: " + b.Messages[0].UserMessage
+}
+
+// waitServerImage waits for Nova's image snapshot of a server. An image
+// still queued (no data) after the server's snapshot task ended means the
+// hypervisor driver uploaded nothing: that is an error, not a wait.
+func (cl *Cloud) waitServerImage(ctx context.Context, serverID, imageID string, timeout time.Duration) (*imageInfo, error) {
+	var im *imageInfo
+	idle := 0
+	_, err := waitFor(ctx, "image "+imageID, timeout, func(ctx context.Context) (string, error) {
+		var err error
+		if im, err = cl.getImage(ctx, imageID); err != nil || im.Status != "queued" {
+			return im.Status, err
+		}
+		var b struct {
+			Server struct {
+				TaskState *string `json:"OS-EXT-STS:task_state"`
+			} `json:"server"`
+		}
+		if err := getJSON(ctx, cl.Compute, "servers/"+serverID, &b); err != nil {
+			return "", err
+		}
+		if b.Server.TaskState == nil || *b.Server.TaskState == "" {
+			if idle++; idle >= 3 {
+				return "empty", nil
+			}
+		}
+		return im.Status, nil
+	}, []string{"active"}, []string{"killed", "deleted", "deactivated", "empty"})
+	if err != nil && im != nil && im.Status == "queued" {
+		return im, fmt.Errorf("%w: Nova finished the snapshot but the image never received data (the hypervisor driver does not upload disk snapshots)", err)
+	}
+	return im, err
+}
+
+// short is the first 8 characters of an id, for temporary names.
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
 }

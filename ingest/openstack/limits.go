@@ -2,7 +2,9 @@ package openstack
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sync/semaphore"
@@ -135,8 +137,17 @@ func decodeQuota(v any) (quotaItem, bool) {
 		return quotaItem{}, false
 	}
 	n := func(k string) int {
-		f, _ := m[k].(float64)
-		return int(f)
+		switch v := m[k].(type) {
+		case float64:
+			return int(v)
+		case json.Number: // gophercloud decodes with UseNumber
+			i, _ := v.Int64()
+			return int(i)
+		case string: // some deployments quote numbers
+			i, _ := strconv.Atoi(v)
+			return i
+		}
+		return 0
 	}
 	return quotaItem{Limit: n("limit"), InUse: n("in_use"), Reserved: n("reserved")}, true
 }
