@@ -72,6 +72,9 @@ func (cl *Cloud) Check(ctx context.Context) *CheckReport {
 		}
 		if p.sc == nil {
 			sc.Error = "not in the catalog (for this region and interface)"
+			if e := cl.ServiceErrors[p.typ]; e != "" && len(sc.Endpoints) > 0 {
+				sc.Error = "endpoint unusable: " + e
+			}
 			r.Services = append(r.Services, sc)
 			continue
 		}
@@ -112,7 +115,11 @@ func (cl *Cloud) judge(r *CheckReport, ok map[string]bool) {
 		}
 	}
 	can(ok["compute"], "list servers and read their definitions", "Nova did not answer")
-	can(ok["compute"] && (cl.IsAdmin() || cl.System), "see servers of all projects (--all-projects)", "needs the admin role")
+	why := "needs the admin role"
+	if cl.IsAdmin() || cl.System {
+		why = "Nova did not answer"
+	}
+	can(ok["compute"] && (cl.IsAdmin() || cl.System), "see servers of all projects (--all-projects)", why)
 	can(ok["volumev3"], "snapshot volumes and read them", "Cinder v3 did not answer")
 	can(ok["volumev3"] && ok["image"], "read snapshots through Glance (--transfer glance)", "needs Cinder and Glance")
 	can(ok["network"], "capture ports and security groups", "Neutron did not answer (definitions will lack ports)")

@@ -44,6 +44,8 @@ type Cloud struct {
 	Catalog []tokens.CatalogEntry
 	Region  string
 	Source  string // where the settings came from
+	// ServiceErrors says why a service client is nil.
+	ServiceErrors map[string]string
 }
 
 // Connect authenticates and builds the service clients. Its errors say
@@ -74,24 +76,26 @@ func Connect(ctx context.Context, c Config) (*Cloud, error) {
 		return nil, fmt.Errorf("the credentials from %s authenticated, but the token has no project or system scope, so no service is usable: set OS_PROJECT_NAME (and OS_PROJECT_DOMAIN_NAME if not Default) or project_name in clouds.yaml, or OS_SYSTEM_SCOPE=all for an admin", r.source)
 	}
 	eo := r.endpoint
-	if cl.Identity, err = gcos.NewIdentityV3(pc, eo); err != nil {
-		cl.Identity = nil
+	cl.ServiceErrors = map[string]string{}
+	svc := func(typ string) func(*gophercloud.ServiceClient, error) *gophercloud.ServiceClient {
+		return func(sc *gophercloud.ServiceClient, err error) *gophercloud.ServiceClient {
+			if err != nil {
+				cl.ServiceErrors[typ] = err.Error()
+				return nil
+			}
+			return sc
+		}
 	}
-	if cl.Compute, err = gcos.NewComputeV2(pc, eo); err == nil {
+	cl.Identity = svc("identity")(gcos.NewIdentityV3(pc, eo))
+	cl.Compute = svc("compute")(gcos.NewComputeV2(pc, eo))
+	cl.Volume = svc("volumev3")(gcos.NewBlockStorageV3(pc, eo))
+	cl.Image = svc("image")(gcos.NewImageV2(pc, eo))
+	cl.Network = svc("network")(gcos.NewNetworkV2(pc, eo))
+	if cl.Compute != nil {
 		cl.Compute.Microversion = NovaMicroversion
-	} else {
-		cl.Compute = nil
 	}
-	if cl.Volume, err = gcos.NewBlockStorageV3(pc, eo); err == nil {
+	if cl.Volume != nil {
 		cl.Volume.Microversion = CinderMicroversion
-	} else {
-		cl.Volume = nil
-	}
-	if cl.Image, err = gcos.NewImageV2(pc, eo); err != nil {
-		cl.Image = nil
-	}
-	if cl.Network, err = gcos.NewNetworkV2(pc, eo); err != nil {
-		cl.Network = nil
 	}
 	return cl, nil
 }

@@ -229,6 +229,13 @@ func TestBackupBootFromVolume(t *testing.T) {
 	noLeaks(t, a, before, watched)
 	r2, p2, def2 := loadPoint(t, repoDir, res2.PointID)
 	checkDisks(t, r2, p2, def2, srv)
+
+	// --transfer attach: a Cinder attachment to this host; the RBD
+	// connection info is read with `rbd export` (librbd, no kernel module).
+	res3 := backupServer(t, repoDir, journal, srv.ID, "--transfer", "attach")
+	noLeaks(t, a, before, watched)
+	r3, p3, def3 := loadPoint(t, repoDir, res3.PointID)
+	checkDisks(t, r3, p3, def3, srv)
 }
 
 // TestBackupQuiesced: the boot volume's image metadata asks for a
