@@ -30,4 +30,19 @@
 // points), restore_fault_test.go (failures injected at each step through
 // a fault-injecting transport in front of every endpoint), and
 // restore_bench_test.go (the throughput figure; CAIRN_BENCH=1 only).
+//
+// Backup tests: backup_test.go (a boot-from-volume server with two
+// volumes whose bytes were written through Ceph: restore point disks
+// byte-equal, definition equal to what Nova/Cinder/Neutron report, second
+// backup deduplicated, --transfer attach; the quiesced path through Nova
+// and the warning for a guest agent without os_require_quiesce),
+// backup_ephemeral_test.go (image-backed root), backup_kill_test.go (the
+// built binary SIGKILLed at several steps; `cairn openstack cleanup` or
+// the next run removes the leftovers), backup_fault_test.go (5xx, lost
+// answers, stalls, a cut download, a status timeout through faultTransport)
+// and backup_bench_test.go (the 4 GiB throughput figure; CAIRN_BENCH=1).
+// harness_test.go holds the shared fixtures: newBFVServer, the leak check
+// over snapshots, volumes, images and attachments of every project
+// (leakSet, noLeaks), the built binary (cairnBin, runCairn) and
+// faultTransport.
 package openstack
