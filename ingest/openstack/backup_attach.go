@@ -43,10 +43,10 @@ func hostConnector() map[string]any {
 		"multipath": false, "initiator": "iqn.2026-01.org.cairn-backup:" + host, "do_local_attach": false}
 }
 
-// createAttachment attaches a volume to this host (read-only) and
+// createAttachment attaches a volume to this host and
 // completes the attachment.
 func (cl *Cloud) createAttachment(ctx context.Context, volumeID string) (*attachment, error) {
-	req := map[string]any{"attachment": map[string]any{"volume_uuid": volumeID, "connector": hostConnector(), "mode": "ro"}}
+	req := map[string]any{"attachment": map[string]any{"volume_uuid": volumeID, "connector": hostConnector()}}
 	var b struct {
 		Attachment attachment `json:"attachment"`
 	}

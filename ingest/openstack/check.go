@@ -146,9 +146,14 @@ func (cl *Cloud) versions(ctx context.Context, typ string) string {
 			MinVersion string `json:"min_version"`
 		} `json:"version"`
 	}
-	base := strings.TrimSuffix(sc.Endpoint, "/")
-	// The versioned root (…/v2.1 or …/v3) describes itself.
-	if base == "" || !strings.Contains(base, "/v") {
+	// The versioned root (…/v2.1 or …/v3, without a project id) describes itself.
+	base := sc.Endpoint
+	for _, v := range []string{"/v2.1", "/v3"} {
+		if i := strings.Index(base, v); i >= 0 {
+			base = base[:i+len(v)]
+		}
+	}
+	if !strings.HasSuffix(base, "/v2.1") && !strings.HasSuffix(base, "/v3") {
 		return ""
 	}
 	if _, err := sc.Get(ctx, base+"/", &b, &gophercloud.RequestOpts{OkCodes: []int{200}}); err != nil || b.Version.Version == "" {

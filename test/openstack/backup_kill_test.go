@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,8 +27,9 @@ func TestBackupKilled(t *testing.T) {
 	before := a.leakSet()
 	steps := []struct {
 		name, marker string
-		next         string // "cleanup" or "backup"
+		next         string // "cleanup", "backup", or "" (SIGTERM: the run cleans up itself)
 	}{
+		{"SIGTERM during the upload", "from snapshot ready", ""},
 		{"snapshots requested", "] snapshot: started", "cleanup"},
 		{"snapshots available", "of volume", "backup"},
 		{"temporary volume being created", "] transfer: started", "cleanup"},
@@ -36,7 +38,13 @@ func TestBackupKilled(t *testing.T) {
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
-			killAt(t, repoDir, journal, srv.ID, st.marker)
+			if st.next == "" {
+				killAt(t, repoDir, journal, srv.ID, st.marker, syscall.SIGTERM)
+				noLeaks(t, a, before, watched)
+				journalEmpty(t, journal)
+				return
+			}
+			killAt(t, repoDir, journal, srv.ID, st.marker, syscall.SIGKILL)
 			left, _ := filepath.Glob(filepath.Join(journal, "*.journal"))
 			if len(left) == 0 {
 				t.Fatalf("no journal left by the killed run")
@@ -57,9 +65,9 @@ func TestBackupKilled(t *testing.T) {
 	}
 }
 
-// killAt starts a backup and SIGKILLs it when a progress line contains
-// marker.
-func killAt(t *testing.T, repoDir, journal, server, marker string) {
+// killAt starts a backup and sends it sig when a progress line contains
+// marker, then waits for it to exit.
+func killAt(t *testing.T, repoDir, journal, server, marker string, sig syscall.Signal) {
 	t.Helper()
 	cmd := exec.Command(cairnBin(t), "backup", "openstack", "--repo", repoDir, "--server", server, "--max-transfers", "1")
 	cmd.Env = append(os.Environ(), cloudEnv(journal)...)
@@ -77,7 +85,7 @@ func killAt(t *testing.T, repoDir, journal, server, marker string) {
 		for sc.Scan() {
 			log = append(log, sc.Text())
 			if strings.Contains(sc.Text(), marker) {
-				cmd.Process.Kill()
+				cmd.Process.Signal(sig)
 				done <- "killed at: " + sc.Text()
 				for sc.Scan() {
 				}
@@ -88,7 +96,10 @@ func killAt(t *testing.T, repoDir, journal, server, marker string) {
 	}()
 	select {
 	case msg := <-done:
-		cmd.Wait()
+		err := cmd.Wait()
+		if sig == syscall.SIGTERM && (err == nil || cmd.ProcessState.ExitCode() != 130) {
+			t.Errorf("after SIGTERM: %v (exit %d), want exit code 130", err, cmd.ProcessState.ExitCode())
+		}
 		if !strings.HasPrefix(msg, "killed at") {
 			t.Fatalf("backup %s", msg)
 		}
