@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2"
+
 	"github.com/cairn-backup/cairn/ingest"
 	"github.com/cairn-backup/cairn/ingest/openstack"
 	"github.com/cairn-backup/cairn/repo"
@@ -80,16 +82,23 @@ func (a api) do(method, service, path string, body, out any) error {
 		sc = a.cl.Network
 	}
 	u := sc.ServiceURL(strings.Split(path, "/")...)
+	if strings.Contains(path, "?") { // keep the query's "/" and "?" as they are
+		u = sc.ServiceURL() + path
+	}
+	opts := &gophercloud.RequestOpts{OkCodes: []int{200, 201, 202, 204}}
 	var err error
 	switch method {
 	case "GET":
-		_, err = sc.Get(ctx, u, out, nil)
+		_, err = sc.Get(ctx, u, out, opts)
 	case "POST":
-		_, err = sc.Post(ctx, u, body, out, nil)
+		if out == nil {
+			opts.KeepResponseBody = false
+		}
+		_, err = sc.Post(ctx, u, body, out, opts)
 	case "PUT":
-		_, err = sc.Put(ctx, u, body, out, nil)
+		_, err = sc.Put(ctx, u, body, out, opts)
 	case "DELETE":
-		_, err = sc.Delete(ctx, u, nil)
+		_, err = sc.Delete(ctx, u, opts)
 	}
 	return err
 }
