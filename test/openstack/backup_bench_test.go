@@ -39,7 +39,7 @@ func TestBackupThroughputFigure(t *testing.T) {
 	img := rsDiskImage(t, t.TempDir(), "bench", size, 42, offs...)
 	rbdWrite(t, vol, img)
 	os.Remove(img)
-	a.must("POST", "volume", "volumes/"+vol+"/action", map[string]any{"os-set_bootable": map[string]any{"bootable": true}}, nil)
+	volumeAction(t, a, vol, map[string]any{"os-set_bootable": map[string]any{"bootable": true}})
 	srvID := createServer(t, a, map[string]any{"name": "bk-bench-" + sfx, "flavorRef": flavorID(t, a, "cairn.tiny"), "networks": "none",
 		"block_device_mapping_v2": []map[string]any{{"boot_index": 0, "uuid": vol, "source_type": "volume", "destination_type": "volume"}}})
 

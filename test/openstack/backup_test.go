@@ -260,7 +260,7 @@ func TestBackupQuiesced(t *testing.T) {
 	checkDisks(t, r, p, def, srv)
 
 	// Could be quiesced, is not configured for it: warned.
-	a.must("POST", "volume", "volumes/"+srv.Volumes[0].ID+"/action", map[string]any{"os-unset_image_metadata": map[string]any{"key": "os_require_quiesce"}}, nil)
+	volumeAction(t, a, srv.Volumes[0].ID, map[string]any{"os-unset_image_metadata": map[string]any{"key": "os_require_quiesce"}})
 	so, se, err := runCairn(t, cloudEnv(journal), "openstack", "list", "--server", srv.ID)
 	if err != nil || !strings.Contains(so, "os_require_quiesce") {
 		t.Errorf("list does not advise os_require_quiesce: %v\n%s\n%s", err, so, se)

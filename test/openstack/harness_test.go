@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/cairn-backup/cairn/repo"
@@ -120,9 +121,9 @@ func newBFVServer(t *testing.T, a api, o bkOptions) *bkServer {
 		v.SHA = fileSHA(t, v.Image)
 		s.Volumes = append(s.Volumes, v)
 	}
-	a.must("POST", "volume", "volumes/"+s.Volumes[0].ID+"/action", map[string]any{"os-set_bootable": map[string]any{"bootable": true}}, nil)
+	volumeAction(t, a, s.Volumes[0].ID, map[string]any{"os-set_bootable": map[string]any{"bootable": true}})
 	if len(meta) > 0 {
-		a.must("POST", "volume", "volumes/"+s.Volumes[0].ID+"/action", map[string]any{"os-set_image_metadata": map[string]any{"metadata": meta}}, nil)
+		volumeAction(t, a, s.Volumes[0].ID, map[string]any{"os-set_image_metadata": map[string]any{"metadata": meta}})
 	}
 	s.Keypair, s.PubKey = newKeypair(t, a, "bk-"+sfx)
 	server := map[string]any{
@@ -131,7 +132,9 @@ func newBFVServer(t *testing.T, a api, o bkOptions) *bkServer {
 			{"boot_index": 0, "uuid": s.Volumes[0].ID, "source_type": "volume", "destination_type": "volume", "delete_on_termination": false},
 			{"boot_index": -1, "uuid": s.Volumes[1].ID, "source_type": "volume", "destination_type": "volume", "delete_on_termination": false},
 		},
-		"metadata": o.Metadata,
+	}
+	if o.Metadata != nil {
+		server["metadata"] = o.Metadata
 	}
 	if len(o.Tags) > 0 {
 		server["tags"] = o.Tags
@@ -201,8 +204,17 @@ func flavorID(t *testing.T, a api, name string) string {
 			return f.ID
 		}
 	}
-	t.Fatalf("flavor %s missing (scripts/openstack-up.sh creates it)", name)
-	return ""
+	// Not (yet) created by scripts/openstack-up.sh: a flavor of our own.
+	var out struct {
+		Flavor struct{ ID string } `json:"flavor"`
+	}
+	if _, err := a.cl.Compute.Post(context.Background(), a.cl.Compute.ServiceURL("flavors"),
+		map[string]any{"flavor": map[string]any{"name": "bk-" + name + "-" + rsSuffix(), "vcpus": 1, "ram": 256, "disk": 1}}, &out,
+		&gophercloud.RequestOpts{OkCodes: []int{200}}); err != nil {
+		t.Fatalf("create flavor: %v", err)
+	}
+	t.Cleanup(func() { a.do("DELETE", "compute", "flavors/"+out.Flavor.ID, nil, nil) })
+	return out.Flavor.ID
 }
 
 func networkID(t *testing.T, a api, name string) string {
@@ -436,3 +448,13 @@ type timeoutErr struct{}
 func (*timeoutErr) Error() string   { return "i/o timeout (injected)" }
 func (*timeoutErr) Timeout() bool   { return true }
 func (*timeoutErr) Temporary() bool { return true }
+
+// volumeAction posts a volume action that answers 200 or 202.
+func volumeAction(t testing.TB, a api, id string, body map[string]any) {
+	t.Helper()
+	sc := a.cl.Volume
+	if _, err := sc.Post(context.Background(), sc.ServiceURL("volumes", id, "action"), body, nil,
+		&gophercloud.RequestOpts{OkCodes: []int{200, 202}}); err != nil {
+		t.Fatalf("volume %s action %v: %v", id, body, err)
+	}
+}
