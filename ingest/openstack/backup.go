@@ -98,7 +98,14 @@ func (cl *Cloud) Backup(ctx context.Context, r *repo.Repository, servers []*Serv
 	run := &backupRun{cl: cl, r: r, o: o, slots: newSnapshotSlots(o.Limits),
 		xfer:   semaphore.NewWeighted(int64(o.Limits.Transfers)),
 		window: ingest.StreamWindow(r.Config().BlockSize, o.Workers)}
-	if rep, err := cl.Cleanup(ctx, o.JournalDir, o.Timeouts); err != nil {
+	// Leftovers of killed runs first, bounded so that a resource stuck in
+	// the cloud does not hold up every later backup.
+	pre := o.Timeouts
+	pre.Delete = min(pre.Delete, 2*time.Minute)
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	rep, err := cl.Cleanup(cctx, o.JournalDir, pre)
+	cancel()
+	if err != nil {
 		run.event(nil, "cleanup", fmt.Sprintf("leftovers of an earlier run remain: %v", err))
 	} else if rep.Deleted > 0 {
 		run.event(nil, "cleanup", fmt.Sprintf("deleted %d leftovers of %d earlier runs", rep.Deleted, rep.Journals))
