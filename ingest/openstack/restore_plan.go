@@ -339,7 +339,7 @@ func (rs *restorer) planSecurityGroups(ctx context.Context, pl *RestorePlan) err
 	var body struct {
 		SGs []neutronSG `json:"security_groups"`
 	}
-	if err := getJSON(ctx, rs.cloud.Network, "v2.0/security-groups?project_id="+url.QueryEscape(pl.Project), &body); err != nil {
+	if err := getJSON(ctx, rs.cloud.Network, "security-groups?project_id="+url.QueryEscape(pl.Project), &body); err != nil {
 		return fmt.Errorf("list security groups: %s", apiMessage(err))
 	}
 	find := func(idOrName string) (neutronSG, error) {
@@ -452,7 +452,7 @@ func (rs *restorer) findNetwork(ctx context.Context, idOrName string) (*neutronN
 	var one struct {
 		Network neutronNet `json:"network"`
 	}
-	if err := getJSON(ctx, rs.cloud.Network, "v2.0/networks/"+url.PathEscape(idOrName), &one); err == nil {
+	if err := getJSON(ctx, rs.cloud.Network, "networks/"+url.PathEscape(idOrName), &one); err == nil {
 		return &one.Network, nil
 	} else if !isNotFound(err) {
 		return nil, fmt.Errorf("network %s: %s", idOrName, apiMessage(err))
@@ -460,7 +460,7 @@ func (rs *restorer) findNetwork(ctx context.Context, idOrName string) (*neutronN
 	var list struct {
 		Networks []neutronNet `json:"networks"`
 	}
-	if err := getJSON(ctx, rs.cloud.Network, "v2.0/networks?name="+url.QueryEscape(idOrName), &list); err != nil {
+	if err := getJSON(ctx, rs.cloud.Network, "networks?name="+url.QueryEscape(idOrName), &list); err != nil {
 		return nil, fmt.Errorf("network %s: %s", idOrName, apiMessage(err))
 	}
 	switch len(list.Networks) {
@@ -478,7 +478,7 @@ func (rs *restorer) ipInUse(ctx context.Context, netID, ip string) (bool, error)
 			ID string `json:"id"`
 		} `json:"ports"`
 	}
-	q := "v2.0/ports?network_id=" + url.QueryEscape(netID) + "&fixed_ips=" + url.QueryEscape("ip_address="+ip)
+	q := "ports?network_id=" + url.QueryEscape(netID) + "&fixed_ips=" + url.QueryEscape("ip_address="+ip)
 	if err := getJSON(ctx, rs.cloud.Network, q, &body); err != nil {
 		return false, fmt.Errorf("look up address %s: %s", ip, apiMessage(err))
 	}

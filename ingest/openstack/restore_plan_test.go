@@ -63,9 +63,9 @@ func baseAnswers() map[string]any {
 			{"id": "f2", "name": "m1.other", "vcpus": 2, "ram": 1024, "disk": 20},
 		}},
 		"GET compute/os-keypairs/key1":     map[string]any{"keypair": map[string]string{"name": "key1", "public_key": "ssh-ed25519 AAAAkey1 me"}},
-		"GET network/v2.0/security-groups": map[string]any{"security_groups": []map[string]string{{"id": "sg-1", "name": "web"}, {"id": "sg-d", "name": "default"}}},
-		"GET network/v2.0/networks/net-1":  map[string]any{"network": map[string]any{"id": "net-1", "name": "prod", "port_security_enabled": true}},
-		"GET network/v2.0/ports":           map[string]any{"ports": []any{}},
+		"GET network/security-groups": map[string]any{"security_groups": []map[string]string{{"id": "sg-1", "name": "web"}, {"id": "sg-d", "name": "default"}}},
+		"GET network/networks/net-1":  map[string]any{"network": map[string]any{"id": "net-1", "name": "prod", "port_security_enabled": true}},
+		"GET network/ports":           map[string]any{"ports": []any{}},
 		"GET compute/os-availability-zone": map[string]any{"availabilityZoneInfo": []map[string]any{{"zoneName": "nova", "zoneState": map[string]bool{"available": true}}}},
 		"GET compute/servers":              map[string]any{"servers": []any{}},
 		"GET compute/limits":               lim("maxTotalInstances", 10, "totalInstancesUsed", 1, "maxTotalCores", 20, "totalCoresUsed", 1, "maxTotalRAMSize", 51200, "totalRAMUsed", 512),
@@ -158,7 +158,7 @@ func TestPlanKeypair(t *testing.T) {
 
 func TestPlanNetworks(t *testing.T) {
 	ans := baseAnswers()
-	ans["GET network/v2.0/ports?network_id=net-1&fixed_ips=ip_address%3D10.0.0.5"] = map[string]any{"ports": []map[string]string{{"id": "busy"}}}
+	ans["GET network/ports?network_id=net-1&fixed_ips=ip_address%3D10.0.0.5"] = map[string]any{"ports": []map[string]string{{"id": "busy"}}}
 	pl, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{})
 	if err != nil || pl.Networks[0].FixedIP != "" || !strings.Contains(strings.Join(pl.Warnings, ";"), "in use") {
 		t.Fatalf("original address in use must be dropped with a note: %v %+v", err, pl)
@@ -166,7 +166,7 @@ func TestPlanNetworks(t *testing.T) {
 	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{Networks: []NetworkChoice{{Network: "net-1", FixedIP: "10.0.0.5"}}}); err == nil {
 		t.Fatal("an explicitly requested address in use was accepted")
 	}
-	ans["GET network/v2.0/networks/open"] = map[string]any{"network": map[string]any{"id": "open", "name": "open", "port_security_enabled": false}}
+	ans["GET network/networks/open"] = map[string]any{"network": map[string]any{"id": "open", "name": "open", "port_security_enabled": false}}
 	pl, err = runPlan(t, ans, planPoint(t), RestoreVMOptions{Networks: []NetworkChoice{{Network: "open"}}})
 	if err != nil || !pl.Networks[0].OwnPort || pl.Networks[0].PortSecurity || !strings.Contains(strings.Join(pl.Warnings, ";"), "port security disabled") {
 		t.Fatalf("network without port security: %v %+v", err, pl)
@@ -188,7 +188,7 @@ func TestPlanChecks(t *testing.T) {
 		t.Fatalf("volume quota: %v", err)
 	}
 	ans = baseAnswers()
-	ans["GET network/v2.0/security-groups"] = map[string]any{"security_groups": []any{}}
+	ans["GET network/security-groups"] = map[string]any{"security_groups": []any{}}
 	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{}); err == nil || !strings.Contains(err.Error(), "--security-group") {
 		t.Fatalf("missing security group: %v", err)
 	}

@@ -132,12 +132,12 @@ func (rs *restorer) networks(ctx context.Context, pl *RestorePlan) (any, error) 
 				ID string `json:"id"`
 			} `json:"port"`
 		}
-		if err := postJSON(ctx, rs.cloud.Network, "v2.0/ports", map[string]any{"port": port}, &body); err != nil {
+		if err := postJSON(ctx, rs.cloud.Network, "ports", map[string]any{"port": port}, &body); err != nil {
 			return nil, fmt.Errorf("create port on network %s: %s", n.NetworkName, apiMessage(err))
 		}
 		id := body.Port.ID
 		rs.undo.add("port", id, n.NetworkName, false, func(ctx context.Context) error {
-			return deleteURL(ctx, rs.cloud.Network, "v2.0/ports/"+id)
+			return deleteURL(ctx, rs.cloud.Network, "ports/"+id)
 		})
 		rs.result.Ports = append(rs.result.Ports, id)
 		rs.created("port", id, "without security groups on "+n.NetworkName)

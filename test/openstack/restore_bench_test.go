@@ -65,7 +65,7 @@ func TestRestoreThroughputFigure(t *testing.T) {
 		t.Fatal(err)
 	}
 	uploadRef := time.Since(t0)
-	a.do("DELETE", "image", "v2/images/"+id, nil, nil)
+	a.do("DELETE", "image", "images/"+id, nil, nil)
 
 	// the restore
 	t0 = time.Now()

@@ -179,11 +179,11 @@ func (a api) inventory() inventory {
 	var imgs struct {
 		Images []struct{ ID, Name string } `json:"images"`
 	}
-	a.must("GET", "image", "v2/images?limit=1000&os_hidden=true", nil, &imgs)
+	a.must("GET", "image", "images?limit=1000&os_hidden=true", nil, &imgs)
 	var imgs2 struct {
 		Images []struct{ ID, Name string } `json:"images"`
 	}
-	a.must("GET", "image", "v2/images?limit=1000", nil, &imgs2)
+	a.must("GET", "image", "images?limit=1000", nil, &imgs2)
 	for _, i := range append(imgs.Images, imgs2.Images...) {
 		inv["image"] = append(inv["image"], i.ID+" "+i.Name)
 	}
@@ -216,7 +216,7 @@ func (a api) inventory() inventory {
 			ID string `json:"id"`
 		} `json:"ports"`
 	}
-	a.must("GET", "network", "v2.0/ports?project_id="+a.cl.ProjectID(), nil, &ports)
+	a.must("GET", "network", "ports?project_id="+a.cl.ProjectID(), nil, &ports)
 	for _, p := range ports.Ports {
 		inv["port"] = append(inv["port"], p.ID)
 	}

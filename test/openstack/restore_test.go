@@ -61,8 +61,8 @@ func makeSource(t *testing.T, a api) *rsSource {
 	var sg struct {
 		SG struct{ ID string } `json:"security_group"`
 	}
-	a.must("POST", "network", "v2.0/security-groups", map[string]any{"security_group": map[string]any{"name": src.sg}}, &sg)
-	t.Cleanup(func() { a.do("DELETE", "network", "v2.0/security-groups/"+sg.SG.ID, nil, nil) })
+	a.must("POST", "network", "security-groups", map[string]any{"security_group": map[string]any{"name": src.sg}}, &sg)
+	t.Cleanup(func() { a.do("DELETE", "network", "security-groups/"+sg.SG.ID, nil, nil) })
 
 	vols := map[string]string{}
 	for _, d := range []string{"vda", "vdb"} {
@@ -82,7 +82,7 @@ func makeSource(t *testing.T, a api) *rsSource {
 	var netw struct {
 		Networks []struct{ ID string } `json:"networks"`
 	}
-	a.must("GET", "network", "v2.0/networks?name=cairn-net", nil, &netw)
+	a.must("GET", "network", "networks?name=cairn-net", nil, &netw)
 	if len(netw.Networks) != 1 {
 		t.Fatalf("network cairn-net missing: was the cloud started by scripts/openstack-up.sh?")
 	}
@@ -204,7 +204,7 @@ func removeRestored(a api, res *openstack.RestoreResult) {
 		a.volumeGone(v.ID)
 	}
 	for _, p := range res.Ports {
-		a.do("DELETE", "network", "v2.0/ports/"+p, nil, nil)
+		a.do("DELETE", "network", "ports/"+p, nil, nil)
 	}
 	if res.Keypair != "" {
 		a.do("DELETE", "compute", "os-keypairs/"+res.Keypair, nil, nil)
@@ -316,7 +316,7 @@ func TestRestoreVM(t *testing.T) {
 				ProjectID    string   `json:"project_id"`
 			} `json:"port"`
 		}
-		a.must("GET", "network", "v2.0/ports/"+res.Ports[0], nil, &port)
+		a.must("GET", "network", "ports/"+res.Ports[0], nil, &port)
 		if port.Port.PortSecurity || len(port.Port.SGs) != 0 || port.Port.ProjectID != alt.ProjectID() {
 			t.Errorf("port on cairn-nosec: %+v", port.Port)
 		}
