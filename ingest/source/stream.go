@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 )
 
 // Stream is a Source over a sequential, non-seekable reader of known size,
@@ -13,12 +14,14 @@ import (
 // start each download only when its turn comes.
 //
 // The backup pipeline reads every byte of the disk exactly once, in
-// batches that its workers take in ascending order; so the bytes it still
-// needs always lie within a bounded distance of the lowest byte not yet
-// read. Stream keeps only that window in memory: a chunk is released as
-// soon as all its bytes were read. A read beyond the window, or a second
-// read of released bytes, is a usage error reported as such rather than
-// a wait or a silent re-download.
+// batches that its workers take in ascending order. Stream keeps only a
+// window of the stream in memory: a chunk is released as soon as all its
+// bytes were read. A read beyond the window waits until the reads before
+// it have released their chunks (a worker that took an earlier batch may
+// simply not have been scheduled yet). If nothing at all is read for
+// stallTimeout while a read waits, the earlier bytes will never be read
+// (the pipeline stopped after an error) and the waiting read fails instead
+// of hanging. A second read of released bytes is a usage error.
 //
 // The reader must deliver exactly Size bytes and then io.EOF; fewer bytes
 // or more bytes is an error. A reader that verifies a checksum should
@@ -40,7 +43,11 @@ type Stream struct {
 	filled   int64    // bytes taken from body
 	ended    bool     // body returned io.EOF after exactly size bytes
 	err      error
+	progress uint64 // bumped by every completed read and pull
 }
+
+// stallTimeout bounds a wait for window room without any progress.
+var stallTimeout = 60 * time.Second
 
 // streamChunk is how much is read from the body at a time.
 const streamChunk = 1 << 20
@@ -98,11 +105,16 @@ func (s *Stream) ReadAt(p []byte, off int64) (int, error) {
 		if off < s.base {
 			return 0, fmt.Errorf("stream: read at %d of bytes already released (window starts at %d)", off, s.base)
 		}
-		if end-s.base > s.window+streamChunk {
-			return 0, fmt.Errorf("stream: read at %d..%d beyond the read-ahead window of %d bytes from %d", off, end, s.window, s.base)
+		if end-s.base > s.window+streamChunk && end > s.filled {
+			if err := s.waitRoom(); err != nil {
+				return 0, fmt.Errorf("stream: read at %d..%d beyond the read-ahead window of %d bytes from %d: %w", off, end, s.window, s.base, err)
+			}
+			continue
 		}
 		if end <= s.filled && (end < s.size || s.ended) {
 			s.copyOut(p[:want], off)
+			s.progress++
+			s.cond.Broadcast()
 			if want < int64(len(p)) {
 				return int(want), io.EOF
 			}
@@ -114,6 +126,25 @@ func (s *Stream) ReadAt(p []byte, off int64) (int, error) {
 		}
 		s.pull()
 	}
+}
+
+// waitRoom waits (mu held) for any progress; it fails after stallTimeout
+// without progress.
+func (s *Stream) waitRoom() error {
+	start, seen := time.Now(), s.progress
+	t := time.AfterFunc(stallTimeout, func() {
+		s.mu.Lock()
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer t.Stop()
+	for s.progress == seen && s.err == nil {
+		if time.Since(start) >= stallTimeout {
+			return fmt.Errorf("no byte before it was read for %s (the reader stopped)", stallTimeout)
+		}
+		s.cond.Wait()
+	}
+	return s.err
 }
 
 // pull reads the next chunk (or checks the end of the body) with mu
@@ -167,6 +198,7 @@ func (s *Stream) pull() {
 		}
 		return
 	}
+	s.progress++
 	if buf != nil {
 		s.chunks = append(s.chunks, buf)
 		s.consumed = append(s.consumed, 0)

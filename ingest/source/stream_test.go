@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // pipelineRead reads s the way the backup pipeline does: batches of
@@ -123,16 +124,32 @@ type iotestErr struct{}
 
 func (iotestErr) Read([]byte) (int, error) { return 0, errors.New("connection reset by peer") }
 
-func TestStreamWindowViolationIsAnError(t *testing.T) {
+func TestStreamWaitsForWindowRoomAndDetectsStall(t *testing.T) {
 	data := randomBytes(8 << 20)
 	s := NewStream(int64(len(data)), 2<<20, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
-	if _, err := s.ReadAt(make([]byte, 100), 7<<20); err == nil || !strings.Contains(err.Error(), "window") {
-		t.Fatalf("read far ahead: err = %v", err)
+	// A read far ahead waits until the bytes before it are read.
+	got := make(chan error, 1)
+	go func() {
+		_, err := s.ReadAt(make([]byte, 100), 7<<20)
+		got <- err
+	}()
+	for off := int64(0); off < 7<<20; off += 1 << 20 {
+		if _, err := s.ReadAt(make([]byte, 1<<20), off); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := s.ReadAt(make([]byte, 1<<20), 0); err != nil {
-		t.Fatal(err)
+	if err := <-got; err != nil {
+		t.Fatalf("read ahead: %v", err)
 	}
 	if _, err := s.ReadAt(make([]byte, 10), 0); err == nil || !strings.Contains(err.Error(), "released") {
 		t.Fatalf("re-read of released bytes: err = %v", err)
+	}
+	// Nobody reads the earlier bytes: the waiting read fails, not hangs.
+	old := stallTimeout
+	stallTimeout = 100 * time.Millisecond
+	defer func() { stallTimeout = old }()
+	s2 := NewStream(int64(len(data)), 2<<20, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	if _, err := s2.ReadAt(make([]byte, 100), 7<<20); err == nil || !strings.Contains(err.Error(), "stopped") {
+		t.Fatalf("stalled read: err = %v", err)
 	}
 }
