@@ -52,8 +52,9 @@ type PlannedNIC struct {
 	NetworkName  string `json:"network_name"`
 	FixedIP      string `json:"fixed_ip,omitempty"`
 	PortSecurity bool   `json:"port_security"`
-	// OwnPort: cairn creates the port itself (port security disabled: a
-	// port without security groups); otherwise Nova creates it.
+	// OwnPort: cairn creates the port itself, with the planned security
+	// groups, or without any when port security is disabled (Nova refuses
+	// a server whose requested groups cannot apply to one of its ports).
 	OwnPort bool `json:"own_port"`
 }
 
@@ -427,7 +428,7 @@ func (rs *restorer) planNetworks(ctx context.Context, pl *RestorePlan) error {
 			return err
 		}
 		nic := PlannedNIC{NetworkID: n.ID, NetworkName: n.Name, FixedIP: c.FixedIP, PortSecurity: n.PortSecurity == nil || *n.PortSecurity}
-		nic.OwnPort = !nic.PortSecurity
+		nic.OwnPort = true
 		if !nic.PortSecurity {
 			pl.Warnings = append(pl.Warnings, fmt.Sprintf("network %s has port security disabled: its port is created without security groups", n.Name))
 		}

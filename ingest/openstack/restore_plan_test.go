@@ -63,9 +63,9 @@ func baseAnswers() map[string]any {
 			{"id": "f2", "name": "m1.other", "vcpus": 2, "ram": 1024, "disk": 20},
 		}},
 		"GET compute/os-keypairs/key1":     map[string]any{"keypair": map[string]string{"name": "key1", "public_key": "ssh-ed25519 AAAAkey1 me"}},
-		"GET network/security-groups": map[string]any{"security_groups": []map[string]string{{"id": "sg-1", "name": "web"}, {"id": "sg-d", "name": "default"}}},
-		"GET network/networks/net-1":  map[string]any{"network": map[string]any{"id": "net-1", "name": "prod", "port_security_enabled": true}},
-		"GET network/ports":           map[string]any{"ports": []any{}},
+		"GET network/security-groups":      map[string]any{"security_groups": []map[string]string{{"id": "sg-1", "name": "web"}, {"id": "sg-d", "name": "default"}}},
+		"GET network/networks/net-1":       map[string]any{"network": map[string]any{"id": "net-1", "name": "prod", "port_security_enabled": true}},
+		"GET network/ports":                map[string]any{"ports": []any{}},
 		"GET compute/os-availability-zone": map[string]any{"availabilityZoneInfo": []map[string]any{{"zoneName": "nova", "zoneState": map[string]bool{"available": true}}}},
 		"GET compute/servers":              map[string]any{"servers": []any{}},
 		"GET compute/limits":               lim("maxTotalInstances", 10, "totalInstancesUsed", 1, "maxTotalCores", 20, "totalCoresUsed", 1, "maxTotalRAMSize", 51200, "totalRAMUsed", 512),
@@ -118,7 +118,7 @@ func TestPlanUnchangedCloud(t *testing.T) {
 	if len(pl.SecurityGroups) != 1 || pl.SecurityGroups[0].ID != "sg-1" {
 		t.Errorf("security groups %+v", pl.SecurityGroups)
 	}
-	if len(pl.Networks) != 1 || pl.Networks[0].FixedIP != "10.0.0.5" || pl.Networks[0].OwnPort {
+	if len(pl.Networks) != 1 || pl.Networks[0].FixedIP != "10.0.0.5" || !pl.Networks[0].OwnPort || !pl.Networks[0].PortSecurity {
 		t.Errorf("networks %+v", pl.Networks)
 	}
 }

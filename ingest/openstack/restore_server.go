@@ -113,6 +113,10 @@ func (rs *restorer) networks(ctx context.Context, pl *RestorePlan) (any, error) 
 		return "none", nil
 	}
 	var out []map[string]any
+	var sgs []string
+	for _, sg := range pl.SecurityGroups {
+		sgs = append(sgs, sg.ID)
+	}
 	for i, n := range pl.Networks {
 		if !n.OwnPort {
 			m := map[string]any{"uuid": n.NetworkID}
@@ -123,7 +127,13 @@ func (rs *restorer) networks(ctx context.Context, pl *RestorePlan) (any, error) 
 			continue
 		}
 		port := map[string]any{"network_id": n.NetworkID, "name": fmt.Sprintf("%s-port%d", pl.ServerName, i),
-			"port_security_enabled": false, "description": "created by cairn restore of " + rs.point.ID}
+			"description": "created by cairn restore of " + rs.point.ID}
+		switch {
+		case !n.PortSecurity:
+			port["port_security_enabled"] = false
+		case len(sgs) > 0:
+			port["security_groups"] = sgs
+		}
 		if n.FixedIP != "" {
 			port["fixed_ips"] = []map[string]string{{"ip_address": n.FixedIP}}
 		}
@@ -140,7 +150,11 @@ func (rs *restorer) networks(ctx context.Context, pl *RestorePlan) (any, error) 
 			return deleteURL(ctx, rs.cloud.Network, "ports/"+id)
 		})
 		rs.result.Ports = append(rs.result.Ports, id)
-		rs.created("port", id, "without security groups on "+n.NetworkName)
+		what := "on " + n.NetworkName
+		if !n.PortSecurity {
+			what = "without security groups on " + n.NetworkName
+		}
+		rs.created("port", id, what)
 		out = append(out, map[string]any{"port": id})
 	}
 	return out, nil

@@ -306,19 +306,33 @@ func TestRestoreVM(t *testing.T) {
 		if ips := s.Addresses["cairn-net2"]; len(ips) != 1 || ips[0].Addr != "10.67.0.77" {
 			t.Errorf("addresses %+v, want 10.67.0.77 on cairn-net2", s.Addresses)
 		}
-		if len(s.Addresses["cairn-nosec"]) != 1 || len(res.Ports) != 1 {
-			t.Errorf("no port on the network without port security: addresses %+v ports %v", s.Addresses, res.Ports)
+		if len(s.Addresses["cairn-nosec"]) != 1 || len(res.Ports) != 2 {
+			t.Errorf("want a port on each network: addresses %+v ports %v", s.Addresses, res.Ports)
 		}
-		var port struct {
-			Port struct {
-				PortSecurity bool     `json:"port_security_enabled"`
-				SGs          []string `json:"security_groups"`
-				ProjectID    string   `json:"project_id"`
-			} `json:"port"`
+		open := 0
+		for _, id := range res.Ports {
+			var port struct {
+				Port struct {
+					PortSecurity bool     `json:"port_security_enabled"`
+					SGs          []string `json:"security_groups"`
+					ProjectID    string   `json:"project_id"`
+				} `json:"port"`
+			}
+			a.must("GET", "network", "ports/"+id, nil, &port)
+			if port.Port.ProjectID != alt.ProjectID() {
+				t.Errorf("port %s in project %s", id, port.Port.ProjectID)
+			}
+			if !port.Port.PortSecurity {
+				open++
+				if len(port.Port.SGs) != 0 {
+					t.Errorf("port without port security has groups %v", port.Port.SGs)
+				}
+			} else if len(port.Port.SGs) != 1 {
+				t.Errorf("port on cairn-net2 has groups %v, want default", port.Port.SGs)
+			}
 		}
-		a.must("GET", "network", "ports/"+res.Ports[0], nil, &port)
-		if port.Port.PortSecurity || len(port.Port.SGs) != 0 || port.Port.ProjectID != alt.ProjectID() {
-			t.Errorf("port on cairn-nosec: %+v", port.Port)
+		if open != 1 {
+			t.Errorf("%d ports without port security, want 1", open)
 		}
 		if !strings.Contains(strings.Join(res.Notes, "\n"), "port security disabled") {
 			t.Errorf("the restore did not say that a port has no security groups: %v", res.Notes)
