@@ -67,7 +67,7 @@ func TestBackupEphemeralRoot(t *testing.T) {
 			{"boot_index": 0, "uuid": im.ID, "source_type": "image", "destination_type": "local"},
 			{"boot_index": -1, "uuid": vol.ID, "source_type": "volume", "destination_type": "volume"},
 		}})
-	watched := map[string]bool{vol.ID: true}
+	watched := map[string]bool{srvID: true, vol.ID: true}
 	repoDir, journal := bkRepo(t)
 	before := a.leakSet()
 	so, se, err := runCairn(t, cloudEnv(journal), "backup", "openstack", "--repo", repoDir, "--server", srvID, "--json")

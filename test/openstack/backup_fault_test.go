@@ -20,7 +20,7 @@ func TestBackupFaults(t *testing.T) {
 	base := rsConnect(t, "", nil)
 	a := api{t, base}
 	srv := newBFVServer(t, a, bkOptions{NoNet: true})
-	watched := map[string]bool{srv.Volumes[0].ID: true, srv.Volumes[1].ID: true}
+	watched := map[string]bool{srv.ID: true, srv.Volumes[0].ID: true, srv.Volumes[1].ID: true}
 	before := a.leakSet()
 	re := regexp.MustCompile
 	cases := []struct {

@@ -22,7 +22,7 @@ func TestBackupKilled(t *testing.T) {
 	cl := rsConnect(t, "", nil)
 	a := api{t, cl}
 	srv := newBFVServer(t, a, bkOptions{NoNet: true})
-	watched := map[string]bool{srv.Volumes[0].ID: true, srv.Volumes[1].ID: true}
+	watched := map[string]bool{srv.ID: true, srv.Volumes[0].ID: true, srv.Volumes[1].ID: true}
 	repoDir, journal := bkRepo(t)
 	before := a.leakSet()
 	steps := []struct {

@@ -203,7 +203,7 @@ func TestBackupBootFromVolume(t *testing.T) {
 	tags := []string{"cairn-bk", "daily"}
 	md := map[string]string{"backup": "yes", "owner": "ops"}
 	srv := newBFVServer(t, a, bkOptions{Tags: tags, Metadata: md})
-	watched := map[string]bool{srv.Volumes[0].ID: true, srv.Volumes[1].ID: true}
+	watched := map[string]bool{srv.ID: true, srv.Volumes[0].ID: true, srv.Volumes[1].ID: true}
 	repoDir, journal := bkRepo(t)
 	before := a.leakSet()
 
@@ -247,7 +247,7 @@ func TestBackupQuiesced(t *testing.T) {
 	cl := rsConnect(t, "", nil)
 	a := api{t, cl}
 	srv := newBFVServer(t, a, bkOptions{Agent: true, Quiesce: true, NoNet: true})
-	watched := map[string]bool{srv.Volumes[0].ID: true, srv.Volumes[1].ID: true}
+	watched := map[string]bool{srv.ID: true, srv.Volumes[0].ID: true, srv.Volumes[1].ID: true}
 	repoDir, journal := bkRepo(t)
 	before := a.leakSet()
 	res := backupServer(t, repoDir, journal, srv.ID)

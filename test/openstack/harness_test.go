@@ -284,13 +284,25 @@ func newSince(before, after leakSet, watched map[string]bool) []string {
 				continue
 			}
 			name := strings.SplitN(desc, " (", 2)[0]
-			if backupTempName.MatchString(name) || (kind == "attachment" && watched[strings.TrimPrefix(desc, "of volume ")]) {
+			if (backupTempName.MatchString(name) && ofWatched(name, watched)) || (kind == "attachment" && watched[strings.TrimPrefix(desc, "of volume ")]) {
 				out = append(out, kind+" "+id+" "+desc)
 			}
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// ofWatched reports whether a temporary's name carries one of the watched
+// server ids (cairn names temporaries cairn-tmp-<run>-<server[:8]>-…), so
+// that backups of other tests running at the same time are not counted.
+func ofWatched(name string, watched map[string]bool) bool {
+	for id := range watched {
+		if len(id) >= 8 && strings.Contains(name, "-"+id[:8]+"-") {
+			return true
+		}
+	}
+	return false
 }
 
 // noLeaks fails the test when a backup temporary appeared since before.
