@@ -188,7 +188,10 @@ func (cl *Cloud) securityGroups(ctx context.Context, s *Server, ports []PortDef)
 			}
 			seen[id] = true
 			var body struct {
-				SG SecurityGroup `json:"security_group"`
+				SG struct {
+					SecurityGroup
+					NeutronRules []json.RawMessage `json:"security_group_rules"`
+				} `json:"security_group"`
 			}
 			if err := getJSON(ctx, cl.Network, "security-groups/"+id, &body); err != nil {
 				if isNotFound(err) {
@@ -196,7 +199,9 @@ func (cl *Cloud) securityGroups(ctx context.Context, s *Server, ports []PortDef)
 				}
 				return nil, err
 			}
-			out = append(out, body.SG)
+			sg := body.SG.SecurityGroup
+			sg.Rules = body.SG.NeutronRules
+			out = append(out, sg)
 		}
 	}
 	if len(out) > 0 {
