@@ -234,11 +234,8 @@ func writeRBD(ctx context.Context, dr *repo.DiskReader, ci connectionInfo, image
 	werr := writeRBDDiff(ctx, dr, imageSize, in)
 	in.Close()
 	cerr := cmd.Wait()
-	if werr != nil {
-		return werr
+	if cerr != nil { // rbd's own message explains a broken pipe on our side
+		return fmt.Errorf("rbd %s: %v: %s", strings.Join(args, " "), cerr, strings.TrimSpace(stderr.String()))
 	}
-	if cerr != nil {
-		return fmt.Errorf("rbd import-diff into %s: %v: %s", ci.Data.Name, cerr, strings.TrimSpace(stderr.String()))
-	}
-	return nil
+	return werr
 }
