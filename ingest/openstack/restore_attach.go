@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -20,20 +21,39 @@ import (
 )
 
 // connectionInfo is what Cinder returns for an attachment: how a host
-// reaches the volume's bytes.
+// reaches the volume's bytes. The attachments API returns it flat (the
+// driver's data beside driver_volume_type); os-initialize_connection nests
+// the data under "data". Both decode.
 type connectionInfo struct {
-	DriverVolumeType string `json:"driver_volume_type"`
-	Data             struct {
-		Name           string   `json:"name"`
-		Hosts          []string `json:"hosts"`
-		Ports          []string `json:"ports"`
-		AuthEnabled    bool     `json:"auth_enabled"`
-		AuthUsername   string   `json:"auth_username"`
-		ClusterName    string   `json:"cluster_name"`
-		Export         string   `json:"export"`
-		MountPointBase string   `json:"mount_point_base"`
-		DevicePath     string   `json:"device_path"`
-	} `json:"data"`
+	DriverVolumeType string             `json:"driver_volume_type"`
+	Data             connectionInfoData `json:"data"`
+}
+
+func (ci *connectionInfo) UnmarshalJSON(b []byte) error {
+	var nested struct {
+		DriverVolumeType string             `json:"driver_volume_type"`
+		Data             connectionInfoData `json:"data"`
+	}
+	if err := json.Unmarshal(b, &nested); err != nil {
+		return err
+	}
+	ci.DriverVolumeType, ci.Data = nested.DriverVolumeType, nested.Data
+	if ci.Data.Name == "" && ci.Data.DevicePath == "" {
+		return json.Unmarshal(b, &ci.Data)
+	}
+	return nil
+}
+
+type connectionInfoData struct {
+	Name           string   `json:"name"`
+	Hosts          []string `json:"hosts"`
+	Ports          []string `json:"ports"`
+	AuthEnabled    bool     `json:"auth_enabled"`
+	AuthUsername   string   `json:"auth_username"`
+	ClusterName    string   `json:"cluster_name"`
+	Export         string   `json:"export"`
+	MountPointBase string   `json:"mount_point_base"`
+	DevicePath     string   `json:"device_path"`
 }
 
 // fillVolumeAttach creates an empty volume, attaches it to this host through

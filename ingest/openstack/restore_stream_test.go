@@ -7,6 +7,7 @@ import (
 	"crypto/sha512"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -259,5 +260,20 @@ func TestParseNetworkChoice(t *testing.T) {
 	}
 	if _, err := ParseNetworkChoice("=1.2.3.4"); err == nil {
 		t.Fatal("empty network accepted")
+	}
+}
+
+func TestConnectionInfoShapes(t *testing.T) {
+	for _, raw := range []string{
+		`{"driver_volume_type": "rbd", "name": "volumes/volume-1", "hosts": ["127.0.0.1"], "ports": ["6789"], "auth_enabled": false}`,
+		`{"driver_volume_type": "rbd", "data": {"name": "volumes/volume-1", "hosts": ["127.0.0.1"], "ports": ["6789"]}}`,
+	} {
+		var ci connectionInfo
+		if err := json.Unmarshal([]byte(raw), &ci); err != nil {
+			t.Fatal(err)
+		}
+		if ci.DriverVolumeType != "rbd" || ci.Data.Name != "volumes/volume-1" || len(ci.Data.Hosts) != 1 || ci.Data.Ports[0] != "6789" {
+			t.Fatalf("%s decoded as %+v", raw, ci)
+		}
 	}
 }
