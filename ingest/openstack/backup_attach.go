@@ -168,7 +168,7 @@ func (e *exportReader) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		e.once.Do(func() { e.werr = e.cmd.Wait() })
 		if e.werr != nil {
-			return n, fmt.Errorf("rbd export: %v: %s", e.werr, strings.TrimSpace(e.errb.String()))
+			return n, fmt.Errorf("rbd %s: %v: %s", strings.Join(e.cmd.Args[1:], " "), e.werr, lastLine(e.errb.String()))
 		}
 	}
 	return n, err
@@ -221,4 +221,10 @@ func (l *lazySource) Close() error {
 		return l.src.Close()
 	}
 	return nil
+}
+
+// lastLine is the last non-empty line of a tool's stderr (its error).
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

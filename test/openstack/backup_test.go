@@ -229,13 +229,22 @@ func TestBackupBootFromVolume(t *testing.T) {
 	noLeaks(t, a, before, watched)
 	r2, p2, def2 := loadPoint(t, repoDir, res2.PointID)
 	checkDisks(t, r2, p2, def2, srv)
+}
 
-	// --transfer attach: a Cinder attachment to this host; the RBD
-	// connection info is read with `rbd export` (librbd, no kernel module).
-	res3 := backupServer(t, repoDir, journal, srv.ID, "--transfer", "attach")
+// TestBackupTransferAttach: --transfer attach, a Cinder attachment of the
+// temporary volume to this host whose RBD connection info is read with
+// `rbd export` (librbd in user space, no kernel module).
+func TestBackupTransferAttach(t *testing.T) {
+	cl := rsConnect(t, "", nil)
+	a := api{t, cl}
+	srv := newBFVServer(t, a, bkOptions{NoNet: true})
+	watched := map[string]bool{srv.ID: true, srv.Volumes[0].ID: true, srv.Volumes[1].ID: true}
+	repoDir, journal := bkRepo(t)
+	before := a.leakSet()
+	res := backupServer(t, repoDir, journal, srv.ID, "--transfer", "attach")
 	noLeaks(t, a, before, watched)
-	r3, p3, def3 := loadPoint(t, repoDir, res3.PointID)
-	checkDisks(t, r3, p3, def3, srv)
+	r, p, def := loadPoint(t, repoDir, res.PointID)
+	checkDisks(t, r, p, def, srv)
 }
 
 // TestBackupQuiesced: the boot volume's image metadata asks for a
