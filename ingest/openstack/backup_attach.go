@@ -90,7 +90,12 @@ func (sj *serverJob) prepareAttach(ctx context.Context, d *diskJob, vt Temp) err
 // connectionReader returns how to open the bytes behind connection info.
 func connectionReader(ci map[string]any, size int64) (func(context.Context) (source.Source, error), error) {
 	typ, _ := ci["driver_volume_type"].(string)
-	data, _ := ci["data"].(map[string]any)
+	// The attachments API returns connection_info flat; the legacy
+	// os-initialize_connection nests it under "data".
+	data, ok := ci["data"].(map[string]any)
+	if !ok {
+		data = ci
+	}
 	str := func(k string) string { s, _ := data[k].(string); return s }
 	switch typ {
 	case "nfs":
