@@ -23,7 +23,7 @@ class SnapshotFakeDriver(fake.FakeDriver):
             raise exception.InstanceNotRunning(instance_id=instance.uuid)
         update_task_state(task_state=task_states.IMAGE_PENDING_UPLOAD)
         api = glance.API()
-        base = api.show(context, instance.image_ref, include_locations=False)
+        base = api.get(context, instance.image_ref)
         chunks = api.download(context, instance.image_ref)
         meta = {"disk_format": base.get("disk_format", "raw"),
                 "container_format": base.get("container_format", "bare")}
