@@ -28,9 +28,9 @@ func App() *ucli.App {
 		Description: "cairn stores VM disks in a deduplicated, compressed, optionally encrypted repository.\n" +
 			"Start with `cairn init --repo DIR`, then `cairn backup --vm NAME --disk vda=IMAGE`.",
 		Commands: withCommonFlags([]*ucli.Command{
-			initCommand(), withBackupLibvirt(backupCommand()), listCommand(), showCommand(), restoreCommand(),
+			initCommand(), backupCommand(), listCommand(), showCommand(), restoreCommand(),
 			checkCommand(), forgetCommand(), pruneCommand(), repairCommand(),
-			mountCommand(), umountCommand(),
+			mountCommand(), umountCommand(), openstackCommand(),
 		}),
 		ExitErrHandler: func(*ucli.Context, error) {}, // Main prints and maps errors
 	}

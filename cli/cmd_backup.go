@@ -19,11 +19,12 @@ func backupCommand() *ucli.Command {
 			"stores the blocks the repository lacks and commits one restore point.\n\n" +
 			"Example: cairn backup --vm web1 --disk vda=/var/lib/libvirt/images/web1.qcow2 --tag env=prod",
 		Flags: []ucli.Flag{
-			&ucli.StringFlag{Name: "vm", Required: true, Usage: "VM `NAME` the restore point belongs to"},
-			&ucli.StringSliceFlag{Name: "disk", Required: true, Usage: "`NAME=PATH` of a disk image (repeat per disk)"},
+			&ucli.StringFlag{Name: "vm", Usage: "VM `NAME` the restore point belongs to (required)"},
+			&ucli.StringSliceFlag{Name: "disk", Usage: "`NAME=PATH` of a disk image (repeat per disk; required)"},
 			&ucli.StringSliceFlag{Name: "tag", Usage: "`KEY=VALUE` tag for the restore point (repeatable)"},
 		},
-		Action: runBackup,
+		Action:      runBackup,
+		Subcommands: []*ucli.Command{backupOpenstackCommand(), backupLibvirtCommand()},
 	}
 }
 
@@ -40,6 +41,9 @@ func parsePairs(vals []string, what string) ([][2]string, error) {
 }
 
 func runBackup(c *ucli.Context) error {
+	if c.String("vm") == "" || len(c.StringSlice("disk")) == 0 {
+		return usageErr("backup needs --vm NAME and at least one --disk NAME=PATH (or a subcommand: backup openstack, backup libvirt)")
+	}
 	disks, err := parsePairs(c.StringSlice("disk"), "--disk")
 	if err != nil {
 		return err

@@ -118,38 +118,3 @@ func runBackupLibvirt(c *ucli.Context) error {
 	}
 	return nil
 }
-
-// withBackupLibvirt adds `backup libvirt` under `backup`. urfave/cli checks
-// a command's required flags before it dispatches to a subcommand, so the
-// parent's required flags become optional and its action checks them.
-func withBackupLibvirt(backup *ucli.Command) *ucli.Command {
-	var required []string
-	for _, f := range backup.Flags {
-		if rf, ok := f.(ucli.RequiredFlag); ok && rf.IsRequired() {
-			switch f := f.(type) {
-			case *ucli.StringFlag:
-				f.Required = false
-			case *ucli.StringSliceFlag:
-				f.Required = false
-			default:
-				continue
-			}
-			required = append(required, f.Names()[0])
-		}
-	}
-	action := backup.Action
-	backup.Action = func(c *ucli.Context) error {
-		var missing []string
-		for _, n := range required {
-			if !c.IsSet(n) {
-				missing = append(missing, n)
-			}
-		}
-		if len(missing) > 0 {
-			return usageErr("required flags %q not set (or use `cairn backup libvirt`)", strings.Join(missing, ", "))
-		}
-		return action(c)
-	}
-	backup.Subcommands = append(backup.Subcommands, backupLibvirtCommand())
-	return backup
-}

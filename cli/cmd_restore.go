@@ -26,7 +26,7 @@ func restoreCommand() *ucli.Command {
 				&ucli.BoolFlag{Name: "overwrite", Usage: "replace an existing file"},
 			},
 			Action: runRestoreDisk,
-		}, restoreFilesCommand(), restoreLibvirtCommand()},
+		}, restoreFilesCommand(), restoreLibvirtCommand(), restoreVMCommand(), restoreVolumeCommand()},
 	}
 }
 

@@ -14,6 +14,9 @@ import (
 type DiskSpec struct {
 	Name string // guest device name, e.g. "vda"
 	Path string // raw image, block device or qcow2 image
+	// Open, when set, opens the disk instead of Path (which then only
+	// names the source in the restore point), e.g. a source.Stream.
+	Open func() (source.Source, error)
 }
 
 // BackupOptions describe one backup of one VM.
@@ -145,7 +148,11 @@ func openSources(specs []DiskSpec) ([]source.Source, error) {
 			return nil, fmt.Errorf("disk names must be unique and non-empty (got %q twice or empty)", d.Name)
 		}
 		seen[d.Name] = true
-		s, err := source.Open(d.Path)
+		open := d.Open
+		if open == nil {
+			open = func() (source.Source, error) { return source.Open(d.Path) }
+		}
+		s, err := open()
 		if err != nil {
 			for _, s := range out {
 				s.Close()

@@ -1,0 +1,130 @@
+package openstack
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// bkFake is an in-memory Keystone, Nova, Cinder, Glance and Neutron
+// with just what a backup touches, for the cases a real cloud cannot be
+// made to produce on demand: a backend whose snapshots fail, snapshots
+// that never become available, a quota already used up.
+type bkFake struct {
+	t   *testing.T
+	srv *httptest.Server
+	mu  sync.Mutex
+
+	snapshotStatus string            // status new snapshots reach ("available", "error", "creating")
+	quota          map[string][3]int // limit, in_use, reserved
+	snapshotPost   int               // status for POST /snapshots (0: 202)
+	snapshots      map[string]string // id -> status
+	deleted        []string
+	n              int
+}
+
+func newBkFake(t *testing.T) *bkFake {
+	f := &bkFake{t: t, snapshotStatus: "available", snapshots: map[string]string{},
+		quota: map[string][3]int{"snapshots": {10, 0, 0}, "volumes": {10, 2, 0}, "gigabytes": {1000, 2, 0}}}
+	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *bkFake) config() Config {
+	return Config{AuthURL: f.srv.URL + "/identity/v3", Username: "admin", Password: "secret", ProjectName: "admin"}
+}
+
+func (f *bkFake) reply(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (f *bkFake) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := r.URL.Path
+	switch {
+	case r.Method == "POST" && p == "/identity/v3/auth/tokens":
+		w.Header().Set("X-Subject-Token", "tok")
+		ep := func(typ, path string) map[string]any {
+			return map[string]any{"type": typ, "name": typ, "id": typ, "endpoints": []map[string]any{
+				{"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": f.srv.URL + path, "id": typ}}}
+		}
+		f.reply(w, 201, map[string]any{"token": map[string]any{
+			"expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
+			"user":       map[string]any{"id": "u1", "name": "admin", "domain": map[string]any{"id": "default", "name": "Default"}},
+			"project":    map[string]any{"id": "p1", "name": "admin", "domain": map[string]any{"id": "default", "name": "Default"}},
+			"roles":      []map[string]any{{"id": "r1", "name": "admin"}},
+			"catalog": []map[string]any{ep("identity", "/identity/v3"), ep("compute", "/compute/v2.1"),
+				ep("volumev3", "/volume/v3/p1"), ep("image", "/image"), ep("network", "/network")},
+		}})
+	case r.Method == "GET" && (p == "/compute/v2.1/servers/detail" || p == "/compute/v2.1/servers/s1"):
+		s := map[string]any{"id": "s1", "name": "web1", "status": "ACTIVE", "tenant_id": "p1", "user_id": "u1",
+			"image": "", "metadata": map[string]string{}, "tags": []string{},
+			"flavor":                               map[string]any{"original_name": "m1", "vcpus": 1, "ram": 256, "disk": 1, "extra_specs": map[string]string{}},
+			"os-extended-volumes:volumes_attached": []map[string]any{{"id": "v1"}, {"id": "v2"}}}
+		if p == "/compute/v2.1/servers/s1" {
+			f.reply(w, 200, map[string]any{"server": s})
+		} else {
+			f.reply(w, 200, map[string]any{"servers": []any{s}})
+		}
+	case r.Method == "GET" && strings.HasPrefix(p, "/volume/v3/p1/volumes/"):
+		id := strings.TrimPrefix(p, "/volume/v3/p1/volumes/")
+		dev := map[string]string{"v1": "/dev/vda", "v2": "/dev/vdb"}[id]
+		f.reply(w, 200, map[string]any{"volume": map[string]any{"id": id, "name": id, "size": 1, "volume_type": "rbd",
+			"bootable": fmt.Sprint(id == "v1"), "status": "in-use", "attachments": []map[string]any{{"server_id": "s1", "device": dev}}}})
+	case r.Method == "GET" && strings.HasPrefix(p, "/volume/v3/p1/os-quota-sets/"):
+		q := map[string]any{}
+		for k, v := range f.quota {
+			q[k] = map[string]int{"limit": v[0], "in_use": v[1], "reserved": v[2]}
+		}
+		f.reply(w, 200, map[string]any{"quota_set": q})
+	case r.Method == "POST" && p == "/volume/v3/p1/snapshots":
+		if f.snapshotPost != 0 {
+			f.reply(w, f.snapshotPost, map[string]any{"overLimit": map[string]any{"message": "SnapshotLimitExceeded: Maximum number of snapshots allowed (10) exceeded"}})
+			return
+		}
+		var b struct {
+			Snapshot struct {
+				VolumeID string `json:"volume_id"`
+				Name     string `json:"name"`
+			} `json:"snapshot"`
+		}
+		json.NewDecoder(r.Body).Decode(&b)
+		f.n++
+		id := fmt.Sprintf("snap%d", f.n)
+		f.snapshots[id] = f.snapshotStatus
+		f.reply(w, 202, map[string]any{"snapshot": map[string]any{"id": id, "name": b.Snapshot.Name, "status": "creating", "volume_id": b.Snapshot.VolumeID}})
+	case r.Method == "GET" && p == "/volume/v3/p1/snapshots": // lookup by name: never created
+		f.reply(w, 200, map[string]any{"snapshots": []any{}})
+	case r.Method == "GET" && strings.HasPrefix(p, "/volume/v3/p1/snapshots/"):
+		id := strings.TrimPrefix(p, "/volume/v3/p1/snapshots/")
+		st, ok := f.snapshots[id]
+		if !ok {
+			f.reply(w, 404, map[string]any{"itemNotFound": map[string]any{"message": "not found"}})
+			return
+		}
+		f.reply(w, 200, map[string]any{"snapshot": map[string]any{"id": id, "status": st}})
+	case r.Method == "DELETE" && strings.HasPrefix(p, "/volume/v3/p1/snapshots/"):
+		id := strings.TrimPrefix(p, "/volume/v3/p1/snapshots/")
+		delete(f.snapshots, id)
+		f.deleted = append(f.deleted, id)
+		w.WriteHeader(202)
+	case r.Method == "GET" && p == "/volume/v3/p1/messages":
+		f.reply(w, 200, map[string]any{"messages": []map[string]any{{"user_message": "create snapshot: the backend does not support snapshots of in-use volumes"}}})
+	case r.Method == "GET" && (p == "/image/" || p == "/network/"): // version discovery
+		f.reply(w, 300, map[string]any{"versions": []any{}})
+	case r.Method == "GET" && p == "/network/v2.0/ports":
+		f.reply(w, 200, map[string]any{"ports": []any{}})
+	default:
+		f.t.Logf("fake cloud: unexpected %s %s", r.Method, r.URL)
+		f.reply(w, 404, map[string]any{"itemNotFound": map[string]any{"message": "fake: no such resource"}})
+	}
+}

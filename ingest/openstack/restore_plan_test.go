@@ -1,0 +1,209 @@
+package openstack
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gophercloud/gophercloud/v2"
+
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// fakeCloud answers the read-only calls a restore plan makes, from maps
+// the test fills; unknown paths are 404.
+type fakeCloud struct {
+	t       *testing.T
+	answers map[string]any // "METHOD path?query" or "METHOD path" -> JSON body
+}
+
+func (f *fakeCloud) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	key := r.Method + " " + strings.TrimPrefix(r.URL.Path, "/")
+	body, ok := f.answers[key+"?"+r.URL.RawQuery]
+	if !ok {
+		body, ok = f.answers[key]
+	}
+	if !ok {
+		w.WriteHeader(404)
+		w.Write([]byte(`{"itemNotFound": {"message": "not found"}}`))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(body)
+}
+
+func newPlanCloud(t *testing.T, f *fakeCloud) *Cloud {
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	pc := &gophercloud.ProviderClient{HTTPClient: *srv.Client()}
+	sc := func(path string) *gophercloud.ServiceClient {
+		return &gophercloud.ServiceClient{ProviderClient: pc, Endpoint: srv.URL + "/" + path, ResourceBase: srv.URL + "/" + path}
+	}
+	cl := &Cloud{Provider: pc, Compute: sc("compute/"), Volume: sc("volume/"), Image: sc("image/"), Network: sc("network/")}
+	cl.Project = nil
+	return cl
+}
+
+// baseAnswers is a cloud where the captured server restores unchanged.
+func baseAnswers() map[string]any {
+	lim := func(kv ...any) map[string]any {
+		abs := map[string]int{}
+		for i := 0; i < len(kv); i += 2 {
+			abs[kv[i].(string)] = kv[i+1].(int)
+		}
+		return map[string]any{"limits": map[string]any{"absolute": abs}}
+	}
+	return map[string]any{
+		"GET volume/types": map[string]any{"volume_types": []map[string]string{{"name": "rbd"}, {"name": "nfs"}}},
+		"GET compute/flavors/detail": map[string]any{"flavors": []map[string]any{
+			{"id": "f1", "name": "m1.small", "vcpus": 1, "ram": 512, "disk": 10},
+			{"id": "f2", "name": "m1.other", "vcpus": 2, "ram": 1024, "disk": 20},
+		}},
+		"GET compute/os-keypairs/key1":     map[string]any{"keypair": map[string]string{"name": "key1", "public_key": "ssh-ed25519 AAAAkey1 me"}},
+		"GET network/security-groups":      map[string]any{"security_groups": []map[string]string{{"id": "sg-1", "name": "web"}, {"id": "sg-d", "name": "default"}}},
+		"GET network/networks/net-1":       map[string]any{"network": map[string]any{"id": "net-1", "name": "prod", "port_security_enabled": true}},
+		"GET network/ports":                map[string]any{"ports": []any{}},
+		"GET compute/os-availability-zone": map[string]any{"availabilityZoneInfo": []map[string]any{{"zoneName": "nova", "zoneState": map[string]bool{"available": true}}}},
+		"GET compute/servers":              map[string]any{"servers": []any{}},
+		"GET compute/limits":               lim("maxTotalInstances", 10, "totalInstancesUsed", 1, "maxTotalCores", 20, "totalCoresUsed", 1, "maxTotalRAMSize", 51200, "totalRAMUsed", 512),
+		"GET volume/limits":                lim("maxTotalVolumes", 10, "totalVolumesUsed", 2, "maxTotalVolumeGigabytes", 1000, "totalGigabytesUsed", 20),
+	}
+}
+
+func planPoint(t *testing.T) *repo.RestorePoint {
+	port := PortDef{NetworkID: "net-1", FixedIPs: []FixedIP{{IPAddress: "10.0.0.5"}}, SecurityGroupIDs: []string{"sg-1"}}
+	def := Definition{Version: DefinitionVersion,
+		Server: ServerDef{Name: "web1", Status: "ACTIVE", ProjectID: "p-old", KeyName: "key1", AZ: "nova",
+			Metadata: map[string]string{"a": "b"}, Tags: []string{"t"}},
+		Flavor:         FlavorDef{Name: "m1.small", VCPUs: 1, RAM: 512, Disk: 10},
+		Volumes:        []Volume{{ID: "v-a", Name: "web1-root", Size: 10, Type: "rbd", Bootable: true, BootIndex: 0}, {ID: "v-b", Size: 5, Type: "gold", BootIndex: -1}},
+		Ports:          []PortDef{port},
+		SecurityGroups: []SecurityGroup{{ID: "sg-old", Name: "web"}},
+		Keypair:        &KeypairDef{Name: "key1", PublicKey: "ssh-ed25519 AAAAkey1 me"},
+		Disks:          []DiskDef{{Name: "vdb", VolumeID: "v-b", Device: "/dev/vdb", BootIndex: -1}, {Name: "vda", VolumeID: "v-a", Device: "/dev/vda", BootIndex: 0}},
+	}
+	raw, _ := json.Marshal(def)
+	return &repo.RestorePoint{ID: "0123456789abcdef", VM: "web1", Source: "openstack", Definition: raw,
+		Disks: []repo.Disk{{Name: "vdb", Size: 5 << 30}, {Name: "vda", Size: 9<<30 + 1}}}
+}
+
+func runPlan(t *testing.T, answers map[string]any, p *repo.RestorePoint, o RestoreVMOptions) (*RestorePlan, error) {
+	cl := newPlanCloud(t, &fakeCloud{t: t, answers: answers})
+	rs, err := newRestorer(cl, nil, p, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs.plan(context.Background())
+}
+
+func TestPlanUnchangedCloud(t *testing.T) {
+	pl, err := runPlan(t, baseAnswers(), planPoint(t), RestoreVMOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl.Flavor.ID != "f1" || pl.KeypairAction != "use" || pl.KeyName != "key1" || !pl.PowerOn {
+		t.Errorf("flavor/key/power: %+v", pl)
+	}
+	if len(pl.Volumes) != 2 || pl.Volumes[0].Disk != "vda" || pl.Volumes[0].BootIndex != 0 || !pl.Volumes[0].Bootable ||
+		pl.Volumes[0].SizeGB != 10 || pl.Volumes[0].Name != "web1-root" || pl.Volumes[1].Device != "/dev/vdb" {
+		t.Errorf("volumes: %+v", pl.Volumes)
+	}
+	if pl.Volumes[1].VolumeType != "" || !strings.Contains(strings.Join(pl.Warnings, ";"), `volume type "gold"`) {
+		t.Errorf("a missing volume type must fall back to the default with a warning: %+v %v", pl.Volumes[1], pl.Warnings)
+	}
+	// another project: security group by name
+	if len(pl.SecurityGroups) != 1 || pl.SecurityGroups[0].ID != "sg-1" {
+		t.Errorf("security groups %+v", pl.SecurityGroups)
+	}
+	if len(pl.Networks) != 1 || pl.Networks[0].FixedIP != "10.0.0.5" || !pl.Networks[0].OwnPort || !pl.Networks[0].PortSecurity {
+		t.Errorf("networks %+v", pl.Networks)
+	}
+}
+
+func TestPlanFlavorGoneUsesSameSize(t *testing.T) {
+	ans := baseAnswers()
+	ans["GET compute/flavors/detail"] = map[string]any{"flavors": []map[string]any{{"id": "f9", "name": "renamed", "vcpus": 1, "ram": 512, "disk": 10}}}
+	pl, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{})
+	if err != nil || pl.Flavor.ID != "f9" {
+		t.Fatalf("%v %+v", err, pl)
+	}
+	ans["GET compute/flavors/detail"] = map[string]any{"flavors": []map[string]any{{"id": "f9", "name": "big", "vcpus": 4, "ram": 512, "disk": 10}}}
+	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{}); err == nil || !strings.Contains(err.Error(), "--flavor") {
+		t.Fatalf("no same-size flavor: %v", err)
+	}
+	if pl, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{Flavor: "big"}); err != nil || pl.Flavor.ID != "f9" {
+		t.Fatalf("--flavor: %v", err)
+	}
+}
+
+func TestPlanKeypair(t *testing.T) {
+	ans := baseAnswers()
+	delete(ans, "GET compute/os-keypairs/key1")
+	pl, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{})
+	if err != nil || pl.KeypairAction != "create" || pl.KeyName != "key1" || pl.publicKey == "" {
+		t.Fatalf("missing key pair must be recreated: %v %+v", err, pl)
+	}
+	ans["GET compute/os-keypairs/key1"] = map[string]any{"keypair": map[string]string{"name": "key1", "public_key": "ssh-ed25519 AAAAother x"}}
+	pl, err = runPlan(t, ans, planPoint(t), RestoreVMOptions{})
+	if err != nil || pl.KeypairAction != "create" || pl.KeyName != "key1-restored" {
+		t.Fatalf("someone else's key under the name: %v %+v", err, pl)
+	}
+	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{Keypair: "nope"}); err == nil {
+		t.Fatal("--keypair of a missing key pair accepted")
+	}
+}
+
+func TestPlanNetworks(t *testing.T) {
+	ans := baseAnswers()
+	ans["GET network/ports?network_id=net-1&fixed_ips=ip_address%3D10.0.0.5"] = map[string]any{"ports": []map[string]string{{"id": "busy"}}}
+	pl, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{})
+	if err != nil || pl.Networks[0].FixedIP != "" || !strings.Contains(strings.Join(pl.Warnings, ";"), "in use") {
+		t.Fatalf("original address in use must be dropped with a note: %v %+v", err, pl)
+	}
+	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{Networks: []NetworkChoice{{Network: "net-1", FixedIP: "10.0.0.5"}}}); err == nil {
+		t.Fatal("an explicitly requested address in use was accepted")
+	}
+	ans["GET network/networks/open"] = map[string]any{"network": map[string]any{"id": "open", "name": "open", "port_security_enabled": false}}
+	pl, err = runPlan(t, ans, planPoint(t), RestoreVMOptions{Networks: []NetworkChoice{{Network: "open"}}})
+	if err != nil || !pl.Networks[0].OwnPort || pl.Networks[0].PortSecurity || !strings.Contains(strings.Join(pl.Warnings, ";"), "port security disabled") {
+		t.Fatalf("network without port security: %v %+v", err, pl)
+	}
+	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{Networks: []NetworkChoice{{Network: "ghost"}}}); err == nil {
+		t.Fatal("unknown network accepted")
+	}
+}
+
+func TestPlanChecks(t *testing.T) {
+	ans := baseAnswers()
+	ans["GET compute/servers?name=%5Eweb1%24"] = map[string]any{"servers": []map[string]string{{"id": "s1"}}}
+	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{}); err == nil || !strings.Contains(err.Error(), "--name") {
+		t.Fatalf("name in use: %v", err)
+	}
+	ans = baseAnswers()
+	ans["GET volume/limits"] = map[string]any{"limits": map[string]any{"absolute": map[string]int{"maxTotalVolumes": 10, "totalVolumesUsed": 9, "maxTotalVolumeGigabytes": -1}}}
+	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{}); err == nil || !strings.Contains(err.Error(), "quota exceeded") || !strings.Contains(err.Error(), "volumes (need 2, 9 of 10 used)") {
+		t.Fatalf("volume quota: %v", err)
+	}
+	ans = baseAnswers()
+	ans["GET network/security-groups"] = map[string]any{"security_groups": []any{}}
+	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{}); err == nil || !strings.Contains(err.Error(), "--security-group") {
+		t.Fatalf("missing security group: %v", err)
+	}
+}
+
+func TestPlanImagePointNeedsFlavorAndNetwork(t *testing.T) {
+	p := &repo.RestorePoint{ID: "0123456789abcdef", VM: "local", Source: "image", Disks: []repo.Disk{{Name: "vda", Size: 1 << 30}, {Name: "vdb", Size: 1}}}
+	if _, err := runPlan(t, baseAnswers(), p, RestoreVMOptions{}); err == nil || !strings.Contains(err.Error(), "--flavor") {
+		t.Fatalf("%v", err)
+	}
+	if _, err := runPlan(t, baseAnswers(), p, RestoreVMOptions{Flavor: "m1.small"}); err == nil || !strings.Contains(err.Error(), "--network") {
+		t.Fatalf("%v", err)
+	}
+	pl, err := runPlan(t, baseAnswers(), p, RestoreVMOptions{Flavor: "m1.small", Networks: []NetworkChoice{{Network: "net-1"}}})
+	if err != nil || len(pl.Volumes) != 2 || pl.Volumes[0].BootIndex != 0 || pl.Volumes[1].BootIndex != -1 || pl.Volumes[1].SizeGB != 1 {
+		t.Fatalf("%v %+v", err, pl)
+	}
+}
