@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/cairn
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build demo test test-unit test-e2e fuzz bench vet clean
+.PHONY: all build demo test test-unit test-e2e fuzz bench bench-libvirt bench-openstack vet clean
 
 all: build
 
@@ -34,6 +34,14 @@ fuzz:
 # Throughput and efficiency figures (needs ~25 GB free disk, several minutes).
 bench: build
 	scripts/bench.sh $(BIN)
+
+# libvirt strategy vs virtnbdbackup on the same domain and changes (needs scripts/libvirt-up.sh).
+bench-libvirt:
+	CAIRN_BENCH=1 CAIRN_REQUIRE_LIBVIRT=1 $(GO) test -count=1 -timeout 30m -run Bench -v ./test/libvirt/
+
+# 4 GiB volume through the Glance paths, backup and restore (needs scripts/openstack-up.sh).
+bench-openstack:
+	CAIRN_BENCH=1 CAIRN_REQUIRE_OPENSTACK=1 $(GO) test -count=1 -timeout 60m -run 'Throughput' -v ./test/openstack/
 
 clean:
 	rm -rf bin .demo .bench
