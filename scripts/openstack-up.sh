@@ -36,6 +36,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 STATE=${CAIRN_OS_STATE:-/var/lib/openstack-lite}
 PASS=${CAIRN_OS_PASSWORD:-secret}
 HOST=127.0.0.1
+# Nova's stock fake driver; CAIRN_OS_SNAPSHOT_DRIVER=1 tries the unfinished
+# snapshot-uploading subclass (scripts/openstack/cairn_fakevirt.py)
+NOVA_COMPUTE_DRIVER=fake.FakeDriver
+[[ "${CAIRN_OS_SNAPSHOT_DRIVER:-}" == 1 ]] && NOVA_COMPUTE_DRIVER=cairn_fakevirt.SnapshotFakeDriver
 CLOUD=openstack-lite
 ALT=cairn-alt
 NFS_SHARE="$HOST:/cinder-share"
