@@ -70,14 +70,9 @@ func ratio(a, b int64) float64 {
 // the newest earlier restore point of the same VM is used to skip index
 // lookups for unchanged blocks. The caller holds a shared lock.
 func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*repo.RestorePoint, Summary, error) {
-	start := time.Now()
 	if o.VM == "" || len(o.Disks) == 0 {
 		return nil, Summary{}, fmt.Errorf("a backup needs a VM name and at least one disk")
 	}
-	if o.Progress == nil {
-		o.Progress = &Progress{}
-	}
-	o.Progress.StartTime = start
 	srcs, err := openSources(o.Disks)
 	if err != nil {
 		return nil, Summary{}, err
@@ -87,54 +82,11 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*repo.Res
 			s.Close()
 		}
 	}()
-	for _, s := range srcs {
-		o.Progress.Total.Add(s.Size())
-	}
-	parent, err := latestPoint(r, o.VM)
-	if err != nil {
-		return nil, Summary{}, err
-	}
-	sess, err := r.NewSession()
-	if err != nil {
-		return nil, Summary{}, err
-	}
-	p := &repo.RestorePoint{VM: o.VM, Tags: o.Tags, Source: o.Source, Consistency: o.Consistency, Definition: o.Definition}
-	if p.Source == "" {
-		p.Source = "image"
-	}
-	if p.Consistency == "" {
-		p.Consistency = "crash"
-	}
-	sum := Summary{VM: o.VM}
+	disks := make([]SourceDisk, len(srcs))
 	for i, spec := range o.Disks {
-		var prev *repo.DiskReader
-		if parent != nil {
-			p.Parent = parent.ID
-			prev, _ = r.OpenDisk(parent, spec.Name, 1) // absent disk: no hints
-		}
-		o.Progress.Disk.Store(spec.Name)
-		d, err := ingestDisk(ctx, r, sess, srcs[i], prev, o)
-		if err != nil {
-			sess.Abort()
-			return nil, Summary{}, fmt.Errorf("disk %s (%s): %w", spec.Name, spec.Path, err)
-		}
-		d.Name, d.Source = spec.Name, spec.Path
-		p.Disks = append(p.Disks, *d)
-		sum.LogicalSize += d.Size
-		sum.BytesRead += d.Stats.BytesRead
-		sum.DataBytes += d.Stats.DataBlocks * int64(d.BlockSize)
-		sum.NewBytes += d.Stats.NewBytes
-		sum.StoredBytes += d.Stats.StoredBytes
+		disks[i] = SourceDisk{Name: spec.Name, Label: spec.Path, Source: srcs[i]}
 	}
-	if err := ctx.Err(); err != nil {
-		sess.Abort()
-		return nil, Summary{}, err
-	}
-	if err := sess.Commit(p); err != nil {
-		return nil, Summary{}, err
-	}
-	sum.PointID, sum.Parent, sum.Duration = p.ID, p.Parent, time.Since(start)
-	return p, sum, nil
+	return BackupSources(ctx, r, o, nil, disks)
 }
 
 func openSources(specs []DiskSpec) ([]source.Source, error) {

@@ -22,7 +22,8 @@ type SourceDisk struct {
 	Changed     []Extent
 }
 
-// BackupSources is Backup for disks the caller opened. base, when not nil,
+// BackupSources is Backup for disks the caller opened (Backup opens its
+// DiskSpecs and calls it). base, when not nil,
 // is the restore point the new one continues (its Parent): incremental
 // disks are deltas against it, the others use it for hints only. With no
 // base, the newest restore point of the VM gives hints, as in Backup, and
@@ -64,6 +65,9 @@ func BackupSources(ctx context.Context, r *repo.Repository, o BackupOptions, bas
 		return nil, Summary{}, err
 	}
 	p := &repo.RestorePoint{VM: o.VM, Tags: o.Tags, Source: o.Source, Consistency: o.Consistency, Definition: o.Definition}
+	if p.Source == "" {
+		p.Source = "image"
+	}
 	if p.Consistency == "" {
 		p.Consistency = "crash"
 	}
