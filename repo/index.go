@@ -49,20 +49,39 @@ func openIndex(dir string, readOnly bool) (*index, error) {
 		WithNumCompactors(2).
 		WithNumVersionsToKeep(1).
 		WithDetectConflicts(false)
-	db, err := badger.Open(opts)
-	if err != nil && !readOnly && strings.Contains(err.Error(), "while opening memtables") {
-		// A process killed while badger created a memtable file leaves it
-		// empty; the failed open sizes it and a second open succeeds
-		// (dgraph-io/badger#2207).
-		db, err = badger.Open(opts)
+	db, err := openBadger(opts)
+	if err != nil && readOnly && !lockedByOther(err) {
+		// A writer killed mid-write can leave files (an empty value log or
+		// memtable) that only a read-write open repairs, and a read-only
+		// open refuses to: repair them once, then open read-only again.
+		if rw, rwErr := openBadger(opts.WithReadOnly(false)); rwErr == nil {
+			rw.Close()
+			db, err = badger.Open(opts)
+		}
 	}
 	if err != nil {
-		if strings.Contains(err.Error(), "resource temporarily unavailable") || strings.Contains(err.Error(), "Cannot acquire directory lock") {
+		if lockedByOther(err) {
 			return nil, fmt.Errorf("%w: %v", errIndexBusy, err)
 		}
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
 	return &index{db: db, readOnly: readOnly}, nil
+}
+
+// openBadger opens the index, retrying a read-write open once where a
+// process killed while badger created a memtable file left it empty: the
+// failed open sizes it and a second open succeeds (dgraph-io/badger#2207).
+func openBadger(opts badger.Options) (*badger.DB, error) {
+	db, err := badger.Open(opts)
+	if err != nil && !opts.ReadOnly && strings.Contains(err.Error(), "while opening memtables") {
+		db, err = badger.Open(opts)
+	}
+	return db, err
+}
+
+// lockedByOther: badger's directory lock is held by another process.
+func lockedByOther(err error) bool {
+	return strings.Contains(err.Error(), "resource temporarily unavailable") || strings.Contains(err.Error(), "Cannot acquire directory lock")
 }
 
 // openIndexWait retries while another process holds the index briefly.
