@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -50,7 +52,7 @@ func openIndex(dir string, readOnly bool) (*index, error) {
 		WithNumVersionsToKeep(1).
 		WithDetectConflicts(false)
 	db, err := openBadger(opts)
-	if err != nil && readOnly && !lockedByOther(err) {
+	if err != nil && readOnly && !lockedByOther(err) && hasManifest(dir) {
 		// A writer killed mid-write can leave files (an empty value log or
 		// memtable) that only a read-write open repairs, and a read-only
 		// open refuses to: repair them once, then open read-only again.
@@ -77,6 +79,13 @@ func openBadger(opts badger.Options) (*badger.DB, error) {
 		db, err = badger.Open(opts)
 	}
 	return db, err
+}
+
+// hasManifest: dir holds a badger database (not a missing or deleted index,
+// which a read-only open must report rather than create).
+func hasManifest(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "MANIFEST"))
+	return err == nil
 }
 
 // lockedByOther: badger's directory lock is held by another process.
