@@ -107,7 +107,12 @@ def fixtures():
                 "provider:network_type": "vxlan"}})["network"]
         if not neutron.list_subnets(network_id=net["id"])["subnets"]:
             neutron.create_subnet({"subnet": {"name": name + "-subnet", "network_id": net["id"],
-                                              "ip_version": 4, "cidr": cidr, "enable_dhcp": False}})
+                                              "ip_version": 4, "cidr": cidr, "enable_dhcp": False,
+                                              # .2-.127 for Neutron's own picks; tests that
+                                              # ask for a fixed IP use .128-.254, so a
+                                              # random allocation can never take theirs
+                                              "allocation_pools": [{"start": cidr[:-4] + "2",
+                                                                    "end": cidr[:-4] + "127"}]}})
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ type rsSource struct {
 func makeSource(t *testing.T, a api) *rsSource {
 	sfx := rsSuffix()
 	src := &rsSource{name: "cairn-rt-" + sfx, flavor: "cairn-rt-flavor-" + sfx, keyName: "cairn-rt-key-" + sfx,
-		sg: "cairn-rt-sg-" + sfx, fixedIP: fmt.Sprintf("10.66.0.%d", 10+time.Now().UnixNano()%200), images: map[string]string{}, sums: map[string]string{}, devices: map[string]string{}}
+		sg: "cairn-rt-sg-" + sfx, fixedIP: fmt.Sprintf("10.66.0.%d", 130+time.Now().UnixNano()%120), images: map[string]string{}, sums: map[string]string{}, devices: map[string]string{}}
 	dir := t.TempDir()
 	src.images["vda"] = rsDiskImage(t, dir, "vda", rsDiskSize, 11, 0, 300<<20, rsDiskSize-(4<<20))
 	src.images["vdb"] = rsDiskImage(t, dir, "vdb", rsDiskSize, 12, 64<<20, 512<<20)
@@ -103,7 +103,7 @@ func makeSource(t *testing.T, a api) *rsSource {
 	a.wait("source server ACTIVE", 5*time.Minute, func() (bool, error) {
 		st := serverStatus(t, a, srv.Server.ID)
 		if st == "ERROR" {
-			t.Fatalf("source server went to ERROR")
+			t.Fatalf("source server went to ERROR: %s", serverFault(a, srv.Server.ID))
 		}
 		return st == "ACTIVE", nil
 	})
@@ -153,6 +153,25 @@ func serverStatus(t testing.TB, a api, id string) string {
 	}
 	a.must("GET", "compute", "servers/"+id, nil, &s)
 	return s.Server.Status
+}
+
+// serverFault is Nova's fault message for a server in ERROR, so a failure
+// says why (no valid host, port binding, fixed IP taken) instead of only that.
+func serverFault(a api, id string) string {
+	var s struct {
+		Server struct {
+			Fault struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+				Details string `json:"details"`
+			} `json:"fault"`
+		} `json:"server"`
+	}
+	if err := a.do("GET", "compute", "servers/"+id, nil, &s); err != nil {
+		return "fault unknown: " + err.Error()
+	}
+	f := s.Server.Fault
+	return fmt.Sprintf("%d %s %.300s", f.Code, f.Message, f.Details)
 }
 
 // restoredServer is what Nova and Cinder report about a restored server.
@@ -267,7 +286,7 @@ func TestRestoreVM(t *testing.T) {
 	t.Run("cli dry run with json", func(t *testing.T) {
 		var out, errOut bytes.Buffer
 		code := cli.Main([]string{"cairn", "restore", "vm", src.point.ID[:8], "--repo", src.r.Dir(), "--os-cloud", rsCloudName,
-			"--name", src.name + "-cli", "--network", "cairn-net2=10.67.0.99", "--dry-run", "--json"}, &out, &errOut)
+			"--name", src.name + "-cli", "--network", "cairn-net2=10.67.0.199", "--dry-run", "--json"}, &out, &errOut)
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, errOut.String())
 		}
@@ -276,7 +295,7 @@ func TestRestoreVM(t *testing.T) {
 			t.Fatalf("--json output does not decode: %v\n%s", err, out.String())
 		}
 		if !res.DryRun || res.Plan.ServerName != src.name+"-cli" || len(res.Plan.Networks) != 1 ||
-			res.Plan.Networks[0].NetworkName != "cairn-net2" || res.Plan.Networks[0].FixedIP != "10.67.0.99" || res.Server != nil {
+			res.Plan.Networks[0].NetworkName != "cairn-net2" || res.Plan.Networks[0].FixedIP != "10.67.0.199" || res.Server != nil {
 			t.Errorf("dry-run plan: %s", out.String())
 		}
 		code = cli.Main([]string{"cairn", "restore", "vm", src.point.ID[:8], "--repo", src.r.Dir(), "--os-cloud", rsCloudName,
@@ -291,7 +310,7 @@ func TestRestoreVM(t *testing.T) {
 		a := api{t, alt}
 		before := a.inventory()
 		res, err := openstack.RestoreVM(ctx, alt, src.r, src.point, openstack.RestoreVMOptions{
-			Networks:       []openstack.NetworkChoice{{Network: "cairn-net2", FixedIP: "10.67.0.77"}, {Network: "cairn-nosec"}},
+			Networks:       []openstack.NetworkChoice{{Network: "cairn-net2", FixedIP: "10.67.0.177"}, {Network: "cairn-nosec"}},
 			SecurityGroups: []string{"default"}, Note: func(s string) { t.Log(s) },
 		})
 		if err != nil {
@@ -303,8 +322,8 @@ func TestRestoreVM(t *testing.T) {
 		if s.Status != "ACTIVE" {
 			t.Errorf("status %s", s.Status)
 		}
-		if ips := s.Addresses["cairn-net2"]; len(ips) != 1 || ips[0].Addr != "10.67.0.77" {
-			t.Errorf("addresses %+v, want 10.67.0.77 on cairn-net2", s.Addresses)
+		if ips := s.Addresses["cairn-net2"]; len(ips) != 1 || ips[0].Addr != "10.67.0.177" {
+			t.Errorf("addresses %+v, want 10.67.0.177 on cairn-net2", s.Addresses)
 		}
 		if len(s.Addresses["cairn-nosec"]) != 1 || len(res.Ports) != 2 {
 			t.Errorf("want a port on each network: addresses %+v ports %v", s.Addresses, res.Ports)
