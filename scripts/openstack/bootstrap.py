@@ -105,14 +105,16 @@ def fixtures():
             net = neutron.create_network({"network": {
                 "name": name, "shared": True, "port_security_enabled": secure,
                 "provider:network_type": "vxlan"}})["network"]
-        if not neutron.list_subnets(network_id=net["id"])["subnets"]:
+        # .2-.127 for Neutron's own picks; tests that ask for a fixed IP use
+        # .128-.254, so a random allocation can never take theirs
+        pools = [{"start": cidr[:-4] + "2", "end": cidr[:-4] + "127"}]
+        subnets = neutron.list_subnets(network_id=net["id"])["subnets"]
+        if not subnets:
             neutron.create_subnet({"subnet": {"name": name + "-subnet", "network_id": net["id"],
                                               "ip_version": 4, "cidr": cidr, "enable_dhcp": False,
-                                              # .2-.127 for Neutron's own picks; tests that
-                                              # ask for a fixed IP use .128-.254, so a
-                                              # random allocation can never take theirs
-                                              "allocation_pools": [{"start": cidr[:-4] + "2",
-                                                                    "end": cidr[:-4] + "127"}]}})
+                                              "allocation_pools": pools}})
+        elif subnets[0]["allocation_pools"] != pools:  # state from an older script
+            neutron.update_subnet(subnets[0]["id"], {"subnet": {"allocation_pools": pools}})
 
 
 if __name__ == "__main__":
