@@ -114,9 +114,13 @@ func Mount(mountpoint string, r *repo.Repository, o Options) (*Server, error) {
 			MaxReadAhead:  maxRead,
 			MaxBackground: 64, // concurrent readahead requests
 			DisableXAttrs: true,
-			DisableSplice: true, // replies come from memory; splicing them only adds a copy
-			Debug:         o.Debug,
-			Logger:        logger,
+			// Symlink targets never change: guest links are immutable and
+			// `latest` is a new inode for each target (tree.latestLink).
+			// Without this, every path through `latest` costs a READLINK.
+			EnableSymlinkCaching: true,
+			DisableSplice:        true, // replies come from memory; splicing them only adds a copy
+			Debug:                o.Debug,
+			Logger:               logger,
 		},
 	}
 	srv, err := gofs.Mount(abs, root, opts)

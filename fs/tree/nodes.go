@@ -117,7 +117,7 @@ func (d *vmDir) Readdir() ([]DirEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []DirEntry{{Name: LatestName, Ino: latestIno(d.name), Mode: linkMode}}
+	out := []DirEntry{{Name: LatestName, Ino: latestIno(d.name, v.latest().dir), Mode: linkMode}}
 	for _, pe := range v.points {
 		out = append(out, DirEntry{Name: pe.dir, Ino: pointIno(pe.p), Mode: dirMode})
 	}
@@ -135,7 +135,8 @@ func (d *vmDir) Lookup(name string) (Node, error) {
 			continue
 		}
 		if name == LatestName {
-			return &latestLink{t: d.t, vm: d}, nil
+			pe := v.latest()
+			return &latestLink{target: pe.dir, mtime: pe.p.Time, vm: d.name}, nil
 		}
 		if pe := v.byDir[name]; pe != nil {
 			return &pointDir{t: d.t, p: pe.p}, nil
@@ -144,30 +145,24 @@ func (d *vmDir) Lookup(name string) (Node, error) {
 	return nil, ErrNoEntry
 }
 
-// latestLink is VM/latest, a relative symlink to the newest restore point.
+// latestLink is VM/latest, a relative symlink to the newest restore point,
+// pinned to the target it had when it was looked up. Its inode number
+// depends on that target: the kernel caches symlink targets (see
+// fs.Mount), so a newer restore point must come as a new inode, which it
+// does once the entry's listing timeout ends and the kernel looks
+// `latest` up again.
 type latestLink struct {
-	t  *Tree
-	vm *vmDir
+	target, vm string
+	mtime      time.Time
 }
 
-func latestIno(vm string) uint64 { return inode("latest", vm) }
+func latestIno(vm, target string) uint64 { return inode("latest", vm, target) }
 
 func (l *latestLink) Attr() Attr {
-	a := Attr{Ino: latestIno(l.vm.name), Mode: linkMode}
-	if v, err := l.vm.entry(l.t.opts.Refresh); err == nil {
-		a.Size = int64(len(v.latest().dir))
-		a.Mtime = v.latest().p.Time
-	}
-	return a
+	return Attr{Ino: latestIno(l.vm, l.target), Mode: linkMode, Size: int64(len(l.target)), Mtime: l.mtime}
 }
 
-func (l *latestLink) Readlink() (string, error) {
-	v, err := l.vm.entry(l.t.opts.Refresh)
-	if err != nil {
-		return "", err
-	}
-	return v.latest().dir, nil
-}
+func (l *latestLink) Readlink() (string, error) { return l.target, nil }
 
 // ---------------------------------------------------------------- restore point
 

@@ -322,9 +322,25 @@ func (h *diskHandle) readahead(src *source, off int64, n int, first, last int64)
 	}
 	endBlock := (h.base + h.size + src.bs - 1) / src.bs // past the handle's last block
 	h.mu.Lock()
-	if off >= h.next-seqSlack && off <= h.next+seqSlack {
-		h.window = min(max(2*h.window, minWindow/src.bs), h.maxWindow(src))
+	// How far ahead of the expected offset a read may start and still be
+	// sequential scales with its size: the kernel's 1 MiB readahead
+	// requests arrive a little out of order, but a guest file system
+	// reader hopping from one small directory block to the next, a few
+	// hundred KiB apart, is not reading sequentially, and prefetching
+	// everything in between would decode the data of every file there.
+	ahead := min(seqSlack, 8*int64(n))
+	if off >= h.next-seqSlack && off <= h.next+ahead {
 		h.next = max(h.next, off+int64(n))
+		// Grow the window and queue more only once the reader has used
+		// half of what is queued ahead of it (the kernel's readahead does
+		// the same): many small reads within a few blocks, such as a guest
+		// file system walking its inode table, must not blow the window up
+		// to its maximum and decode megabytes nobody reads.
+		if h.window > 0 && last+1 < h.hwm-h.window/2 {
+			h.mu.Unlock()
+			return
+		}
+		h.window = min(max(2*h.window, minWindow/src.bs), h.maxWindow(src))
 	} else { // a jump: no readahead, but the read's own blocks in parallel
 		h.window, h.next, h.hwm = 0, off+int64(n), first+1
 	}
