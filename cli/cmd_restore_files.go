@@ -114,39 +114,10 @@ func runRestoreFiles(c *ucli.Context) error {
 
 // showCopyProgress prints what has been copied so far, like showProgress.
 func showCopyProgress(c *ucli.Context, p *tree.CopyProgress) (stop func()) {
-	if c.Bool("quiet") {
-		return func() {}
-	}
-	w := c.App.ErrWriter
-	tty := isTerminal(w)
-	every := 10 * time.Second
-	if tty {
-		every = time.Second
-	}
 	start := time.Now()
-	done, finished := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(finished)
-		tk := time.NewTicker(every)
-		defer tk.Stop()
-		for {
-			select {
-			case <-done:
-				if tty {
-					fmt.Fprint(w, "\r\033[K")
-				}
-				return
-			case <-tk.C:
-				b := p.Bytes.Load()
-				line := fmt.Sprintf("restore files: %d files, %s, %s, %d errors", p.Files.Load(), bytesIEC(b),
-					rateMB(float64(b)/max(time.Since(start).Seconds(), 1e-3)), p.Errors.Load())
-				if tty {
-					fmt.Fprint(w, "\r\033[K"+line)
-				} else {
-					fmt.Fprintln(w, line)
-				}
-			}
-		}
-	}()
-	return func() { close(done); <-finished }
+	return showStatus(c, func() string {
+		b := p.Bytes.Load()
+		return fmt.Sprintf("restore files: %d files, %s, %s, %d errors", p.Files.Load(), bytesIEC(b),
+			rateMB(float64(b)/max(time.Since(start).Seconds(), 1e-3)), p.Errors.Load())
+	})
 }

@@ -12,10 +12,15 @@ import (
 	"github.com/cairn-backup/cairn/ingest"
 )
 
-// showProgress prints p to stderr until the returned stop is called: a
+// showProgress prints p to stderr until the returned stop is called.
+func showProgress(c *ucli.Context, verb string, p *ingest.Progress) (stop func()) {
+	return showStatus(c, func() string { return progressLine(verb, p.Snapshot()) })
+}
+
+// showStatus prints line() to stderr until the returned stop is called: a
 // refreshed line each second on a terminal, a plain line every 10 s
 // otherwise (logs), nothing with --quiet.
-func showProgress(c *ucli.Context, verb string, p *ingest.Progress) (stop func()) {
+func showStatus(c *ucli.Context, line func() string) (stop func()) {
 	if c.Bool("quiet") {
 		return func() {}
 	}
@@ -39,11 +44,10 @@ func showProgress(c *ucli.Context, verb string, p *ingest.Progress) (stop func()
 				}
 				return
 			case <-t.C:
-				line := progressLine(verb, p.Snapshot())
 				if tty {
-					fmt.Fprint(w, "\r\033[K"+line)
+					fmt.Fprint(w, "\r\033[K"+line())
 				} else {
-					fmt.Fprintln(w, line)
+					fmt.Fprintln(w, line())
 				}
 			}
 		}

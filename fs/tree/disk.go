@@ -78,23 +78,13 @@ func (d *diskDir) children() ([]Node, error) {
 	return out, nil
 }
 
-func (d *diskDir) Readdir() ([]DirEntry, error) {
-	cs, err := d.children()
-	if err != nil {
-		return nil, err
-	}
-	return listNodes(cs), nil
-}
+func (d *diskDir) Readdir() ([]DirEntry, error) { return listNodes(d.children) }
 
 func (d *diskDir) Lookup(name string) (Node, error) {
 	if name != LVMDir && name != WholeDiskFS && !strings.HasPrefix(name, "p") {
 		return nil, ErrNoEntry // not worth inspecting the disk for
 	}
-	cs, err := d.children()
-	if err != nil {
-		return nil, err
-	}
-	return findNode(cs, name)
+	return findNode(d.children, name)
 }
 
 // named is a node that knows its own name in its parent.
@@ -103,17 +93,27 @@ type named interface {
 	name() string
 }
 
-func listNodes(cs []Node) []DirEntry {
+// listNodes and findNode serve the directories whose entries are nodes
+// computed from the disk layout (disk, lvm and volume group directories).
+func listNodes(children func() ([]Node, error)) ([]DirEntry, error) {
+	cs, err := children()
+	if err != nil {
+		return nil, err
+	}
 	out := make([]DirEntry, 0, len(cs))
 	for _, c := range cs {
 		a := c.Attr()
 		out = append(out, DirEntry{Name: c.(named).name(), Ino: a.Ino, Mode: a.Mode})
 	}
 	sortEntries(out)
-	return out
+	return out, nil
 }
 
-func findNode(cs []Node, name string) (Node, error) {
+func findNode(children func() ([]Node, error), name string) (Node, error) {
+	cs, err := children()
+	if err != nil {
+		return nil, err
+	}
 	for _, c := range cs {
 		if c.(named).name() == name {
 			return c, nil
@@ -171,21 +171,8 @@ func (d *lvmDir) children() ([]Node, error) {
 	return out, nil
 }
 
-func (d *lvmDir) Readdir() ([]DirEntry, error) {
-	cs, err := d.children()
-	if err != nil {
-		return nil, err
-	}
-	return listNodes(cs), nil
-}
-
-func (d *lvmDir) Lookup(name string) (Node, error) {
-	cs, err := d.children()
-	if err != nil {
-		return nil, err
-	}
-	return findNode(cs, name)
-}
+func (d *lvmDir) Readdir() ([]DirEntry, error)     { return listNodes(d.children) }
+func (d *lvmDir) Lookup(name string) (Node, error) { return findNode(d.children, name) }
 
 // vgDir is <disk>/lvm/<vg>/: <lv>.raw and <lv>/ per logical volume.
 type vgDir struct {
@@ -227,21 +214,8 @@ func (d *vgDir) children() ([]Node, error) {
 	return out, nil
 }
 
-func (d *vgDir) Readdir() ([]DirEntry, error) {
-	cs, err := d.children()
-	if err != nil {
-		return nil, err
-	}
-	return listNodes(cs), nil
-}
-
-func (d *vgDir) Lookup(name string) (Node, error) {
-	cs, err := d.children()
-	if err != nil {
-		return nil, err
-	}
-	return findNode(cs, name)
-}
+func (d *vgDir) Readdir() ([]DirEntry, error)     { return listNodes(d.children) }
+func (d *vgDir) Lookup(name string) (Node, error) { return findNode(d.children, name) }
 
 // lvFile is <disk>/lvm/<vg>/<lv>.raw: the bytes of a logical volume,
 // through the LVM mapping of its segments onto the physical volumes.
