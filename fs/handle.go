@@ -1,0 +1,94 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/cairn-backup/cairn/fs/tree"
+)
+
+// handle is an open file of the mount: disk and partition images, guest
+// files, vm.json. Bytes come from the tree handle; it only translates.
+type handle struct {
+	h tree.Handle
+	n *node
+}
+
+var (
+	_ gofs.FileReader   = (*handle)(nil)
+	_ gofs.FileReleaser = (*handle)(nil)
+	_ gofs.FileLseeker  = (*handle)(nil)
+	_ gofs.FileWriter   = (*handle)(nil)
+)
+
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if sr, ok := h.h.(tree.SliceReader); ok {
+		// Disk images: the kernel copies straight from the block cache.
+		vec, _, err := sr.ReadSlices(off, len(dest))
+		if err != nil {
+			return nil, h.readError(err, off)
+		}
+		return fuse.ReadResultVector(vec), 0
+	}
+	n, err := h.h.ReadAt(dest, off)
+	if err != nil && err != io.EOF {
+		return nil, h.readError(err, off)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// readError logs a failed read and returns its errno.
+func (h *handle) readError(err error, off int64) syscall.Errno {
+	var re *tree.ReadError
+	var ge *tree.GuestError
+	if errors.As(err, &ge) {
+		// The tree logged it, naming the guest file (and, for a block
+		// that failed its hash check, the restore point and offset).
+	} else if errors.As(err, &re) {
+		h.n.log.Printf("read error: VM %s restore point %s disk %s offset %d: %v", re.VM, re.Point, re.Disk, re.Offset, re.Err)
+	} else {
+		h.n.log.Printf("read error at offset %d: %v", off, err)
+	}
+	return toErrno(err)
+}
+
+func (h *handle) Write(context.Context, []byte, int64) (uint32, syscall.Errno) {
+	return 0, syscall.EROFS
+}
+
+func (h *handle) Release(ctx context.Context) syscall.Errno { return toErrno(h.h.Close()) }
+
+// Lseek answers SEEK_DATA and SEEK_HOLE from the block tables, so that
+// qemu-img, cp --sparse and friends skip the holes of a disk without
+// reading them.
+func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	const seekData, seekHole = 3, 4
+	s, ok := h.h.(tree.Seeker)
+	if !ok {
+		return 0, syscall.ENOSYS // the kernel then treats the file as all data
+	}
+	var (
+		got int64
+		err error
+	)
+	switch whence {
+	case seekData:
+		got, err = s.SeekData(int64(off))
+	case seekHole:
+		got, err = s.SeekHole(int64(off))
+	default:
+		return 0, syscall.EINVAL
+	}
+	if err != nil {
+		if !errors.Is(err, syscall.ENXIO) {
+			h.n.log.Printf("seek error: %v", err)
+		}
+		return 0, toErrno(err)
+	}
+	return uint64(got), 0
+}
