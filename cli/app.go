@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,7 +34,24 @@ func App() *ucli.App {
 			mountCommand(), umountCommand(), openstackCommand(),
 		}),
 		ExitErrHandler: func(*ucli.Context, error) {}, // Main prints and maps errors
+		OnUsageError:   onUsageError,
+		Action: func(c *ucli.Context) error {
+			if c.NArg() > 0 {
+				return usageErr("unknown command %q (see `cairn --help`)", c.Args().First())
+			}
+			return ucli.ShowAppHelp(c)
+		},
 	}
+}
+
+// onUsageError makes urfave's own usage errors (an unknown flag, a flag
+// value that does not parse) exit with exitUsage like cairn's.
+func onUsageError(c *ucli.Context, err error, _ bool) error {
+	what := "cairn"
+	if c.Command != nil && c.Command.FullName() != "" {
+		what += " " + c.Command.FullName()
+	}
+	return usageErr("%v (see `%s --help`)", err, what)
 }
 
 // Main runs the CLI and returns the process exit code.
@@ -87,6 +105,9 @@ func exitCode(err error) int {
 		return exitNoRepo
 	case errors.Is(err, errUsage):
 		return exitUsage
+	case strings.HasPrefix(err.Error(), "Required flag"):
+		// urfave reports missing required flags with an unexported type
+		return exitUsage
 	}
 	return exitError
 }
@@ -115,6 +136,9 @@ func withCommonFlags(cmds []*ucli.Command) []*ucli.Command {
 	for _, c := range cmds {
 		if c.Action != nil {
 			c.Flags = append(c.Flags, commonFlags()...)
+		}
+		if c.OnUsageError == nil {
+			c.OnUsageError = onUsageError
 		}
 		withCommonFlags(c.Subcommands)
 	}

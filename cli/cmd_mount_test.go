@@ -25,6 +25,9 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
+// TestMountUsageErrors checks usage errors of mount, umount, restore disk and
+// urfave's own (unknown command or flag, bad value, missing required flag):
+// exit 2 and a message that names what is wrong, before any repository is opened.
 func TestMountUsageErrors(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "file")
@@ -41,6 +44,12 @@ func TestMountUsageErrors(t *testing.T) {
 		{[]string{"mount", dir, "--cache-size", "1MiB"}, "at least 16MiB"},
 		{[]string{"mount", dir, "--foreground=false"}, "foreground"},
 		{[]string{"umount"}, "MOUNTPOINT"},
+		{[]string{"restore", "disk", "rp", "vda", "--to", file + ".vmdk", "--format", "vmdk"}, "use raw or qcow2"},
+		{[]string{"restore", "disk", "rp", "--to", file + ".raw"}, "RESTORE-POINT and DISK"},
+		{[]string{"restore", "disk", "rp", "vda"}, `Required flag "to"`},
+		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"mount", dir, "--no-such-flag"}, "cairn mount --help"},
+		{[]string{"list", "--lock-wait", "soon"}, "lock-wait"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := Main(append([]string{"cairn"}, c.args...), &stdout, &stderr)

@@ -34,6 +34,11 @@ func runRestoreDisk(c *ucli.Context) error {
 	if c.NArg() != 2 {
 		return usageErr("restore disk needs RESTORE-POINT and DISK (see `cairn list` and `cairn show`)")
 	}
+	switch f := c.String("format"); f {
+	case "", "raw", "qcow2":
+	default:
+		return usageErr("--format %q: use raw or qcow2", f)
+	}
 	return withRepo(c, repo.Shared, func(r *repo.Repository) error {
 		p, err := r.LoadPoint(c.Args().Get(0))
 		if err != nil {
