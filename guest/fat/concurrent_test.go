@@ -10,7 +10,7 @@ import (
 // (run with -race) and checks they all read the same bytes.
 func TestConcurrentWalks(t *testing.T) {
 	for name, data := range fstest.Seeds(t, "*.img.gz") {
-		v := sized(fstest.NewVolume(data))
+		v := layout.Image(data)
 		vol, err := Open(v, v.Size)
 		if err != nil {
 			t.Fatal(err)

@@ -10,31 +10,22 @@ import (
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
-const fuzzMaxVolume = 64 << 20
-
 // walkLimits bound the walks of seeds and fuzz inputs.
 var walkLimits = fstest.Limits{Visits: 2000, Depth: 16, Read: 1 << 20}
 
-// sized grows v to the size its BPB gives, capped: seeds are committed
-// with their trailing zeros trimmed, fuzz inputs hold only the sectors
-// that are not zero.
-func sized(v *fstest.Volume) *fstest.Volume {
-	if v.Size >= 40 {
-		h := v.Head()
-		bps := int64(binary.LittleEndian.Uint16(h[11:]))
-		tot := int64(binary.LittleEndian.Uint16(h[19:]))
-		if tot == 0 {
-			tot = int64(binary.LittleEndian.Uint32(h[32:]))
-		}
-		v.Size = max(v.Size, min(bps*tot, fuzzMaxVolume))
+// layout sizes a volume from its BPB, up to 64 MiB.
+var layout = fstest.Layout{Max: 64 << 20, Size: func(h []byte) int64 {
+	bps := int64(binary.LittleEndian.Uint16(h[11:]))
+	tot := int64(binary.LittleEndian.Uint16(h[19:]))
+	if tot == 0 {
+		tot = int64(binary.LittleEndian.Uint32(h[32:]))
 	}
-	return v
-}
+	return bps * tot
+}}
 
 // exercise opens the volume and walks all of it, bounded, reading every
 // file; a name ReadDir lists that Lookup cannot find fails the test.
 func exercise(t testing.TB, v *fstest.Volume) (vfs.FS, *fstest.Result, error) {
-	v = sized(v)
 	fsys, err := Open(v, v.Size)
 	if err != nil {
 		if !errors.Is(err, vfs.ErrMalformed) && !errors.Is(err, io.EOF) {
@@ -54,7 +45,7 @@ func exercise(t testing.TB, v *fstest.Volume) (vfs.FS, *fstest.Result, error) {
 func TestSeedsOpen(t *testing.T) {
 	want := map[string]variant{"fat12.img.gz": fat12, "fat16.img.gz": fat16, "fat32.img.gz": fat32}
 	for name, data := range fstest.Seeds(t, "*.img.gz") {
-		vol, res, err := exercise(t, fstest.NewVolume(data))
+		vol, res, err := exercise(t, layout.Image(data))
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -69,6 +60,6 @@ func FuzzOpen(f *testing.F) {
 		f.Add(fstest.EncodeSectors(data))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		exercise(t, fstest.DecodeSectors(data, fuzzMaxVolume))
+		exercise(t, layout.Input(data))
 	})
 }

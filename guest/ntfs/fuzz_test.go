@@ -11,36 +11,27 @@ import (
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
-const fuzzMaxVolume = 64 << 20
-
 // walkLimits bound the walks of the seed and of fuzz inputs.
 var walkLimits = fstest.Limits{Visits: 3000, Depth: 16, Read: 1 << 20}
 
+// layout sizes a volume from its boot sector, up to 64 MiB.
+var layout = fstest.Layout{Max: 64 << 20, Size: func(h []byte) int64 {
+	bps := int64(binary.LittleEndian.Uint16(h[11:]))
+	if sectors := int64(binary.LittleEndian.Uint64(h[0x28:])); sectors > 0 && sectors < 1<<40 {
+		return bps * sectors
+	}
+	return 0
+}}
+
 // seedVolume is the committed seed volume, padded back to its size.
 func seedVolume(t testing.TB) *fstest.Volume {
-	return sized(fstest.NewVolume(fstest.Seed(t, "ntfs.img.gz")))
-}
-
-// sized grows v to the size the boot sector gives, capped at 64 MiB: the
-// seed is committed with its trailing zeros trimmed, fuzz inputs hold
-// only the sectors that are not zero.
-func sized(v *fstest.Volume) *fstest.Volume {
-	if v.Size >= 0x30 {
-		h := v.Head()
-		bps := int64(binary.LittleEndian.Uint16(h[11:]))
-		sectors := int64(binary.LittleEndian.Uint64(h[0x28:]))
-		if sectors > 0 && sectors < 1<<40 {
-			v.Size = max(v.Size, min(bps*sectors, fuzzMaxVolume))
-		}
-	}
-	return v
+	return layout.Image(fstest.Seed(t, "ntfs.img.gz"))
 }
 
 // exercise opens the volume and walks it, bounded, reading every file
 // and link; a name ReadDir lists that Lookup cannot find fails the test.
 // Res.Read holds the paths read with their content or "-> target".
 func exercise(t testing.TB, v *fstest.Volume) (vfs.FS, *fstest.Result, error) {
-	v = sized(v)
 	vol, err := Open(v, v.Size)
 	if err != nil {
 		return nil, nil, err
@@ -109,7 +100,7 @@ func FuzzOpen(f *testing.F) {
 	recoverPanics = false // a panic is a bug the fuzzer must report
 	f.Add(fstest.EncodeSectors(fstest.Seed(f, "ntfs.img.gz")))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if _, _, err := exercise(t, fstest.DecodeSectors(data, fuzzMaxVolume)); err != nil && !errors.Is(err, vfs.ErrMalformed) && !errors.Is(err, io.EOF) {
+		if _, _, err := exercise(t, layout.Input(data)); err != nil && !errors.Is(err, vfs.ErrMalformed) && !errors.Is(err, io.EOF) {
 			// Only an I/O error from reading past the padded end may be unclassified.
 			t.Logf("Open: %v", err)
 		}

@@ -21,7 +21,7 @@ func wantMalformed(t *testing.T, err error, mention string) {
 func TestMalformedVolume(t *testing.T) {
 	seed := fstest.Seed(t, "ntfs.img.gz")
 	open := func(b []byte) (vfs.FS, error) {
-		v := sized(fstest.NewVolume(b))
+		v := layout.Image(b)
 		return Open(v, v.Size)
 	}
 	vol, err := open(seed)
@@ -51,7 +51,7 @@ func TestMalformedVolume(t *testing.T) {
 			b := append([]byte(nil), seed...)
 			tc.patch(b)
 			if tc.name == "OEM id" || tc.name == "cluster size" {
-				if v := sized(fstest.NewVolume(b)); Probe(v, v.Size) {
+				if v := layout.Image(b); Probe(v, v.Size) {
 					t.Error("Probe accepted it")
 				}
 			}

@@ -106,3 +106,25 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
+
+// Layout says how large a file system's volume is, so that a seed image
+// committed with its trailing zeros trimmed, or a fuzz input holding only
+// the sectors that are not zero, reads as the whole volume.
+type Layout struct {
+	// Max caps the volume, and drops fuzz-input sectors past it.
+	Max int64
+	// Size is the volume size the file system's first sector gives, or
+	// 0 when it gives none.
+	Size func(head []byte) int64
+}
+
+// Image is img grown to the size its first sector gives (at most Max).
+func (l Layout) Image(img []byte) *Volume { return l.grow(NewVolume(img)) }
+
+// Input is a fuzz input (see DecodeSectors) grown the same way.
+func (l Layout) Input(in []byte) *Volume { return l.grow(DecodeSectors(in, l.Max)) }
+
+func (l Layout) grow(v *Volume) *Volume {
+	v.Size = max(v.Size, min(l.Size(v.Head()), l.Max))
+	return v
+}

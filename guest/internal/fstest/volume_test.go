@@ -54,3 +54,23 @@ func TestVolumeReadAtEnd(t *testing.T) {
 		t.Errorf("ReadAt at -1: %d, %v", n, err)
 	}
 }
+
+// TestLayout: a volume grows to the size its header gives, capped at Max,
+// and never shrinks below what it holds.
+func TestLayout(t *testing.T) {
+	l := Layout{Max: 4 * SectorSize, Size: func(h []byte) int64 { return int64(h[0]) * SectorSize }}
+	for _, tc := range []struct {
+		head byte
+		want int64
+	}{{0, SectorSize + 1}, {3, 3 * SectorSize}, {9, 4 * SectorSize}} {
+		img := make([]byte, SectorSize+1)
+		img[0] = tc.head
+		if v := l.Image(img); v.Size != tc.want {
+			t.Errorf("header %d: Image size %d, want %d", tc.head, v.Size, tc.want)
+		}
+	}
+	in := EncodeSectors([]byte{9})
+	if v := l.Input(in); v.Size != 4*SectorSize {
+		t.Errorf("Input size %d", v.Size)
+	}
+}
