@@ -9,7 +9,8 @@
 //   - the sector fuzz-input format: an image as its non-zero 512-byte
 //     sectors, each prefixed by its little-endian uint32 sector number
 //     (EncodeSectors, DecodeSectors), and Volume, the sparse zero-filled
-//     io.ReaderAt those inputs and the trimmed seeds are read through;
+//     io.ReaderAt those inputs and the trimmed seeds are read through,
+//     grown to the size the file system's header gives (Layout);
 //   - bounded walks of a possibly hostile vfs.FS, sequential and from
 //     several goroutines at once (Walk, CheckConcurrentWalks);
 //   - external tools: requiring them (skip, or fail when CI=true or
