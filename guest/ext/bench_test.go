@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 )
 
 // BenchmarkRead256M reads a 256 MiB file through the reader ("ext") and
@@ -15,7 +17,7 @@ import (
 //
 //	go test -run XXX -bench Read256M ./guest/ext
 func BenchmarkRead256M(b *testing.B) {
-	requireTool(b, "mkfs.ext4")
+	fstest.RequireTools(b, "e2fsprogs", "mkfs.ext4")
 	const size = 256 << 20
 	dir := b.TempDir()
 	src := filepath.Join(dir, "src")
@@ -29,14 +31,9 @@ func BenchmarkRead256M(b *testing.B) {
 	}
 	data = nil
 	img := filepath.Join(dir, "bench.img")
-	runCmd(b, "mkfs.ext4", "-q", "-F", "-d", src, img, "400M")
-	fh, err := os.Open(img)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer fh.Close()
-	st, _ := fh.Stat()
-	fsys, err := Open(fh, st.Size())
+	fstest.Run(b, "mkfs.ext4", "-q", "-F", "-d", src, img, "400M")
+	fh, imgSize := fstest.OpenImage(b, img)
+	fsys, err := Open(fh, imgSize)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -84,7 +81,7 @@ func BenchmarkRead256M(b *testing.B) {
 // BenchmarkBigDir is the first `ls -l` of a 5,000-entry directory: a
 // freshly opened file system, ReadDir, then Stat of every entry.
 func BenchmarkBigDir(b *testing.B) {
-	requireTool(b, "mkfs.ext4")
+	fstest.RequireTools(b, "e2fsprogs", "mkfs.ext4")
 	dir := b.TempDir()
 	src := filepath.Join(dir, "src", "big")
 	if err := os.MkdirAll(src, 0o755); err != nil {
@@ -96,16 +93,11 @@ func BenchmarkBigDir(b *testing.B) {
 		}
 	}
 	img := filepath.Join(dir, "dir.img")
-	runCmd(b, "mkfs.ext4", "-q", "-F", "-d", filepath.Dir(src), img, "100M")
-	fh, err := os.Open(img)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer fh.Close()
-	st, _ := fh.Stat()
+	fstest.Run(b, "mkfs.ext4", "-q", "-F", "-d", filepath.Dir(src), img, "100M")
+	fh, size := fstest.OpenImage(b, img)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		fsys, err := Open(fh, st.Size())
+		fsys, err := Open(fh, size)
 		if err != nil {
 			b.Fatal(err)
 		}

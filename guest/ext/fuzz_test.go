@@ -2,94 +2,24 @@ package ext
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/binary"
 	"errors"
-	"io"
-	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
+
+// seedLimits bound the walks of the seeds: wide enough to read them all.
+var seedLimits = fstest.Limits{Visits: 1 << 20, Depth: 64, Read: 1 << 20}
+
+// fuzzLimits bound the walks of fuzz inputs.
+var fuzzLimits = fstest.Limits{Visits: 5000, Depth: 16, Read: 1 << 20}
 
 // seeds returns the small real images under testdata (see mkseeds.sh).
 func seeds(tb testing.TB) map[string][]byte {
 	tb.Helper()
-	names, err := filepath.Glob("testdata/*.img.gz")
-	if err != nil || len(names) == 0 {
-		tb.Fatalf("no seed images in testdata: %v", err)
-	}
-	out := map[string][]byte{}
-	for _, n := range names {
-		fh, err := os.Open(n)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		zr, err := gzip.NewReader(fh)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		b, err := io.ReadAll(zr)
-		fh.Close()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out[filepath.Base(n)] = b
-	}
-	return out
-}
-
-// walk reads the whole tree, bounded, and returns the first error that
-// is not a reported malformation. It is what the fuzz target runs.
-func walk(fsys vfs.FS, budget int) (files int, err error) {
-	stack := []uint64{fsys.Root()}
-	seen := map[uint64]bool{fsys.Root(): true}
-	buf := make([]byte, 64<<10)
-	for len(stack) > 0 && budget > 0 {
-		dir := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		entries, err := fsys.ReadDir(dir)
-		if err != nil {
-			return files, err
-		}
-		budget -= len(entries) / 16
-		for _, e := range entries {
-			if budget--; budget <= 0 {
-				break
-			}
-			if _, err := fsys.Lookup(dir, e.Name); err != nil {
-				return files, err
-			}
-			fi, err := fsys.Stat(e.Ino)
-			if err != nil {
-				return files, err
-			}
-			switch fi.Mode & vfs.ModeType {
-			case vfs.ModeDir:
-				if !seen[e.Ino] { // a crafted tree may loop
-					seen[e.Ino] = true
-					stack = append(stack, e.Ino)
-				}
-			case vfs.ModeLink:
-				if _, err := fsys.Readlink(e.Ino); err != nil {
-					return files, err
-				}
-			case vfs.ModeFile:
-				fl, err := fsys.Open(e.Ino)
-				if err != nil {
-					return files, err
-				}
-				for off := int64(0); off < min(fl.Size(), 1<<20); off += int64(len(buf)) {
-					if _, err := fl.ReadAt(buf, off); err != nil && err != io.EOF {
-						return files, err
-					}
-				}
-				files++
-			}
-		}
-	}
-	return files, nil
+	return fstest.Seeds(tb, "*.img.gz")
 }
 
 func TestSeeds(t *testing.T) {
@@ -102,25 +32,13 @@ func TestSeeds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			files, err := walk(fsys, 1<<20)
-			if err != nil {
-				t.Fatal(err)
+			// The same FS walked from several goroutines too (run with -race).
+			res := fstest.CheckConcurrentWalks(t, fsys, 4, seedLimits)
+			if len(res.Errs) > 0 {
+				t.Fatal(errors.Join(res.Errs...))
 			}
-			// The same FS walked from several goroutines (run with -race).
-			errs := make(chan error, 4)
-			for i := 0; i < 4; i++ {
-				go func() {
-					_, err := walk(fsys, 1<<20)
-					errs <- err
-				}()
-			}
-			for i := 0; i < 4; i++ {
-				if err := <-errs; err != nil {
-					t.Error(err)
-				}
-			}
-			if files < 30 {
-				t.Errorf("%d files", files)
+			if res.Files < 30 {
+				t.Errorf("%d files", res.Files)
 			}
 			if name != "ext4-dirty-journal.img.gz" {
 				return
@@ -191,8 +109,7 @@ func FuzzOpen(f *testing.F) {
 			checkErr(t, err)
 			return
 		}
-		_, err = walk(fsys, 5000)
-		if err != nil {
+		for _, err := range fstest.Walk(fsys, fuzzLimits).Errs {
 			checkErr(t, err)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
@@ -19,8 +20,8 @@ import (
 // commits) and copied while still mounted, so its newest metadata is only
 // in the journal. The reader must show the state e2fsck -fy recovers.
 func TestDirtyJournal(t *testing.T) {
-	requireTool(t, "mkfs.ext4", "mkfs.ext3", "e2fsck", "mount", "umount", "cp")
-	requireRoot(t)
+	fstest.RequireTools(t, "e2fsprogs mount coreutils", "mkfs.ext4", "mkfs.ext3", "e2fsck", "mount", "umount", "cp")
+	fstest.RequireRoot(t, "chown, mknod or loop mounts")
 	cases := []struct {
 		name   string
 		mkfs   []string
@@ -59,16 +60,16 @@ func makeDirty(t *testing.T, mkfs []string, rounds int) (string, bool) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "live.img")
 	args := append(mkfs[1:], "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", img, "64M")
-	runCmd(t, mkfs[0], args...)
+	fstest.Run(t, mkfs[0], args...)
 	mnt := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	runCmd(t, "mount", "-o", "loop", img, mnt)
+	fstest.Run(t, "mount", "-o", "loop", img, mnt)
 	mounted := true
 	defer func() {
 		if mounted {
-			runCmd(t, "umount", mnt)
+			fstest.Run(t, "umount", mnt)
 		}
 	}()
 	rng := rand.New(rand.NewSource(int64(rounds)))
@@ -81,17 +82,12 @@ func makeDirty(t *testing.T, mkfs []string, rounds int) (string, bool) {
 		fsync(t, mnt)
 	}
 	dirty := filepath.Join(dir, "dirty.img")
-	runCmd(t, "cp", "--sparse=always", img, dirty)
-	runCmd(t, "umount", mnt)
+	fstest.Run(t, "cp", "--sparse=always", img, dirty)
+	fstest.Run(t, "umount", mnt)
 	mounted = false
 
-	fh, err := os.Open(dirty)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	st, _ := fh.Stat()
-	raw, err := open(fh, st.Size(), false)
+	fh, size := fstest.OpenImage(t, dirty)
+	raw, err := open(fh, size, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,13 +163,8 @@ func fsync(t *testing.T, path string) {
 // checkDirty compares the reader's view of the dirty image with the
 // kernel's view of a copy recovered by e2fsck -fy.
 func checkDirty(t *testing.T, dirty string) Recovery {
-	fh, err := os.Open(dirty)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	st, _ := fh.Stat()
-	fsys, err := Open(fh, st.Size())
+	fh, size := fstest.OpenImage(t, dirty)
+	fsys, err := Open(fh, size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +178,7 @@ func checkDirty(t *testing.T, dirty string) Recovery {
 	}
 
 	recovered := filepath.Join(t.TempDir(), "recovered.img")
-	runCmd(t, "cp", "--sparse=always", dirty, recovered)
+	fstest.Run(t, "cp", "--sparse=always", dirty, recovered)
 	if out, err := exec.Command("e2fsck", "-fy", recovered).CombinedOutput(); err != nil {
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() > 1 {
@@ -195,8 +186,8 @@ func checkDirty(t *testing.T, dirty string) Recovery {
 		}
 	}
 	mnt := t.TempDir()
-	runCmd(t, "mount", "-o", "loop,ro", recovered, mnt)
-	defer runCmd(t, "umount", mnt)
+	fstest.Run(t, "mount", "-o", "loop,ro", recovered, mnt)
+	defer fstest.Run(t, "umount", mnt)
 	if n := compareTree(t, fsys, mnt, true, true); n < 100 {
 		t.Errorf("compared only %d files", n)
 	}
@@ -206,13 +197,13 @@ func checkDirty(t *testing.T, dirty string) Recovery {
 // TestExternalJournal: a file system whose journal is on another device
 // and that needs recovery is read as it is on disk, and says so.
 func TestExternalJournal(t *testing.T) {
-	requireTool(t, "mke2fs", "mkfs.ext4", "losetup", "debugfs")
-	requireRoot(t)
+	fstest.RequireTools(t, "e2fsprogs mount", "mke2fs", "mkfs.ext4", "losetup", "debugfs")
+	fstest.RequireRoot(t, "chown, mknod or loop mounts")
 	dir := t.TempDir()
 	jimg, img := filepath.Join(dir, "journal.img"), filepath.Join(dir, "fs.img")
-	runCmd(t, "mke2fs", "-q", "-F", "-O", "journal_dev", "-b", "4096", jimg, "8M")
-	loop := strings.TrimSpace(runCmd(t, "losetup", "-f", "--show", jimg))
-	defer runCmd(t, "losetup", "-d", loop)
+	fstest.Run(t, "mke2fs", "-q", "-F", "-O", "journal_dev", "-b", "4096", jimg, "8M")
+	loop := strings.TrimSpace(fstest.Run(t, "losetup", "-f", "--show", jimg))
+	defer fstest.Run(t, "losetup", "-d", loop)
 	src := filepath.Join(dir, "src")
 	if err := os.MkdirAll(filepath.Join(src, "d"), 0o755); err != nil {
 		t.Fatal(err)
@@ -220,29 +211,20 @@ func TestExternalJournal(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "d", "f"), []byte("on disk"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	runCmd(t, "mkfs.ext4", "-q", "-F", "-b", "4096", "-J", "device="+loop, "-d", src, img, "64M")
-	runCmd(t, "debugfs", "-w", "-R", "feature needs_recovery", img)
+	fstest.Run(t, "mkfs.ext4", "-q", "-F", "-b", "4096", "-J", "device="+loop, "-d", src, img, "64M")
+	fstest.Run(t, "debugfs", "-w", "-R", "feature needs_recovery", img)
 
-	fh, err := os.Open(jimg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _ := fh.Stat()
-	if Probe(fh, st.Size()) {
+	fh, size := fstest.OpenImage(t, jimg)
+	if Probe(fh, size) {
 		t.Error("Probe accepts an external journal device")
 	}
-	if _, err := Open(fh, st.Size()); !errors.Is(err, vfs.ErrMalformed) {
+	if _, err := Open(fh, size); !errors.Is(err, vfs.ErrMalformed) {
 		t.Errorf("Open of a journal device: %v", err)
 	}
 	fh.Close()
 
-	fh, err = os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	st, _ = fh.Stat()
-	fsys, err := Open(fh, st.Size())
+	fh, size = fstest.OpenImage(t, img)
+	fsys, err := Open(fh, size)
 	if err != nil {
 		t.Fatal(err)
 	}

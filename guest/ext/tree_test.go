@@ -16,42 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 	"github.com/cairn-backup/cairn/guest/vfs"
 	"golang.org/x/sys/unix"
 )
-
-// requireTool skips the test when a tool is missing, or fails it when
-// CAIRN_REQUIRE_TOOLS=1 says the tools must be there.
-func requireTool(tb testing.TB, names ...string) {
-	tb.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if os.Getenv("CAIRN_REQUIRE_TOOLS") == "1" {
-				tb.Fatalf("%s is required (CAIRN_REQUIRE_TOOLS=1): %v", n, err)
-			}
-			tb.Skipf("%s not found: %v", n, err)
-		}
-	}
-}
-
-func requireRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CAIRN_REQUIRE_TOOLS") == "1" {
-			tb.Fatal("this test must run as root (CAIRN_REQUIRE_TOOLS=1)")
-		}
-		tb.Skip("needs root (chown, mknod, loop mounts)")
-	}
-}
-
-func runCmd(tb testing.TB, name string, args ...string) string {
-	tb.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 var (
 	treeOnce sync.Once
@@ -63,7 +31,7 @@ var (
 // variant is made from.
 func sourceTree(tb testing.TB) string {
 	tb.Helper()
-	requireRoot(tb)
+	fstest.RequireRoot(tb, "chown, mknod or loop mounts")
 	treeOnce.Do(func() {
 		treeDir, treeErr = os.MkdirTemp("", "cairn-ext-src-")
 		if treeErr == nil {

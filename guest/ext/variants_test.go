@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 )
 
 // variant is one way of making a file system from the source tree.
@@ -43,11 +45,11 @@ func makeImage(t *testing.T, v variant, src string) string {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), v.name+".img")
 	if v.mkfs == "kernel" {
-		runCmd(t, "mkfs.ext4", "-q", "-F", "-N", "12000", "-L", v.name, img, "300M")
+		fstest.Run(t, "mkfs.ext4", "-q", "-F", "-N", "12000", "-L", v.name, img, "300M")
 		mnt := t.TempDir()
-		runCmd(t, "mount", "-o", "loop", img, mnt)
-		defer runCmd(t, "umount", mnt)
-		runCmd(t, "cp", "-a", "--sparse=always", src+"/.", mnt)
+		fstest.Run(t, "mount", "-o", "loop", img, mnt)
+		defer fstest.Run(t, "umount", mnt)
+		fstest.Run(t, "cp", "-a", "--sparse=always", src+"/.", mnt)
 		return img
 	}
 	args := append([]string{"-q", "-F", "-N", "12000", "-L", v.name, "-d", src}, v.args...)
@@ -56,12 +58,12 @@ func makeImage(t *testing.T, v variant, src string) string {
 		size = "300M"
 	}
 	args = append(args, img, size)
-	runCmd(t, v.mkfs, args...)
+	fstest.Run(t, v.mkfs, args...)
 	return img
 }
 
 func TestVariants(t *testing.T) {
-	requireTool(t, "mkfs.ext2", "mkfs.ext3", "mkfs.ext4", "e2fsck", "mount", "cp")
+	fstest.RequireTools(t, "e2fsprogs mount coreutils", "mkfs.ext2", "mkfs.ext3", "mkfs.ext4", "e2fsck", "mount", "cp")
 	src := sourceTree(t)
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
@@ -69,7 +71,7 @@ func TestVariants(t *testing.T) {
 			src := src
 			if len(v.exclude) > 0 {
 				src = filepath.Join(t.TempDir(), "src")
-				runCmd(t, "cp", "-a", "--sparse=always", sourceTree(t), src)
+				fstest.Run(t, "cp", "-a", "--sparse=always", sourceTree(t), src)
 				for _, x := range v.exclude {
 					if err := os.Remove(filepath.Join(src, x)); err != nil {
 						t.Fatal(err)
@@ -77,17 +79,12 @@ func TestVariants(t *testing.T) {
 				}
 			}
 			img := makeImage(t, v, src)
-			runCmd(t, "e2fsck", "-fn", img) // the image itself is sound
-			fh, err := os.Open(img)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer fh.Close()
-			st, _ := fh.Stat()
-			if !Probe(fh, st.Size()) {
+			fstest.Run(t, "e2fsck", "-fn", img) // the image itself is sound
+			fh, size := fstest.OpenImage(t, img)
+			if !Probe(fh, size) {
 				t.Fatal("Probe = false")
 			}
-			fsys, err := Open(fh, st.Size())
+			fsys, err := Open(fh, size)
 			if err != nil {
 				t.Fatal(err)
 			}

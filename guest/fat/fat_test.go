@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
@@ -36,9 +37,9 @@ func buildSource(t *testing.T, dir string, clusterSize, big int) {
 	put("a very long file name with spaces and several.dots.tar.gz", []byte("long\n"))
 	put("ünïcödé ☃ 日本語.txt", []byte("utf-8 name\n"))
 	put("empty", nil)
-	put("one-cluster.bin", randBytes(1, clusterSize))
-	put("cluster-plus-one.bin", randBytes(2, clusterSize+1))
-	put("big.bin", randBytes(3, big))
+	put("one-cluster.bin", fstest.RandBytes(1, clusterSize))
+	put("cluster-plus-one.bin", fstest.RandBytes(2, clusterSize+1))
+	put("big.bin", fstest.RandBytes(3, big))
 	put("deep/a/b/c/d/e/f/g/h/leaf.txt", []byte("deep leaf\n"))
 	put("readonly.txt", []byte("read only\n"))
 	for i := range 300 {
@@ -55,11 +56,10 @@ func buildSource(t *testing.T, dir string, clusterSize, big int) {
 // makeImage formats img with mkfs.vfat and copies src in with mtools, then
 // adds a fragmented file by interleaving writes.
 func makeImage(t *testing.T, fatBits, sizeKiB, secPerClus int, src string) (img string, frag []byte) {
-	requireTool(t, "mkfs.vfat", "dosfstools")
-	requireTool(t, "mcopy", "mtools")
+	requireFATTools(t)
 	tmp := t.TempDir()
 	img = filepath.Join(tmp, "fat.img")
-	runCmd(t, nil, "mkfs.vfat", "-C", "-F", fmt.Sprint(fatBits), "-s", fmt.Sprint(secPerClus), "-n", "CAIRNTEST", img, fmt.Sprint(sizeKiB))
+	fstest.Run(t, "mkfs.vfat", "-C", "-F", fmt.Sprint(fatBits), "-s", fmt.Sprint(secPerClus), "-n", "CAIRNTEST", img, fmt.Sprint(sizeKiB))
 	ents, err := os.ReadDir(src)
 	if err != nil {
 		t.Fatal(err)
@@ -68,31 +68,31 @@ func makeImage(t *testing.T, fatBits, sizeKiB, secPerClus int, src string) (img 
 	for _, e := range ents {
 		args = append(args, filepath.Join(src, e.Name()))
 	}
-	runCmd(t, mtoolsEnv, "mcopy", append(args, "::/")...)
-	runCmd(t, mtoolsEnv, "mattrib", "-i", img, "+r", "::/readonly.txt")
+	fstest.RunEnv(t, mtoolsEnv, "mcopy", append(args, "::/")...)
+	fstest.RunEnv(t, mtoolsEnv, "mattrib", "-i", img, "+r", "::/readonly.txt")
 
 	// Fragmentation: one-cluster fillers alternate with keepers; deleting
 	// the fillers leaves one-cluster holes that the next file must use.
 	cs := secPerClus * 512
 	fill := filepath.Join(tmp, "filler")
 	keep := filepath.Join(tmp, "keeper")
-	writeFile(t, fill, randBytes(9, cs), baseTime)
-	writeFile(t, keep, randBytes(10, cs), baseTime)
-	runCmd(t, mtoolsEnv, "mmd", "-i", img, "::/frag")
+	writeFile(t, fill, fstest.RandBytes(9, cs), baseTime)
+	writeFile(t, keep, fstest.RandBytes(10, cs), baseTime)
+	fstest.RunEnv(t, mtoolsEnv, "mmd", "-i", img, "::/frag")
 	for i := range 8 {
-		runCmd(t, mtoolsEnv, "mcopy", "-i", img, "-m", fill, fmt.Sprintf("::/frag/fill%d", i))
-		runCmd(t, mtoolsEnv, "mcopy", "-i", img, "-m", keep, fmt.Sprintf("::/frag/keep%d", i))
+		fstest.RunEnv(t, mtoolsEnv, "mcopy", "-i", img, "-m", fill, fmt.Sprintf("::/frag/fill%d", i))
+		fstest.RunEnv(t, mtoolsEnv, "mcopy", "-i", img, "-m", keep, fmt.Sprintf("::/frag/keep%d", i))
 	}
 	for i := range 8 {
-		runCmd(t, mtoolsEnv, "mdel", "-i", img, fmt.Sprintf("::/frag/fill%d", i))
+		fstest.RunEnv(t, mtoolsEnv, "mdel", "-i", img, fmt.Sprintf("::/frag/fill%d", i))
 	}
 	if fatBits == 32 {
 		resetFSInfoHint(t, img) // else mtools allocates after the last file
 	}
-	frag = randBytes(11, 6*cs+100)
+	frag = fstest.RandBytes(11, 6*cs+100)
 	fragSrc := filepath.Join(tmp, "fragmented.bin")
 	writeFile(t, fragSrc, frag, baseTime)
-	runCmd(t, mtoolsEnv, "mcopy", "-i", img, "-m", fragSrc, "::/frag/fragmented.bin")
+	fstest.RunEnv(t, mtoolsEnv, "mcopy", "-i", img, "-m", fragSrc, "::/frag/fragmented.bin")
 	return img, frag
 }
 
@@ -115,16 +115,11 @@ func resetFSInfoHint(t *testing.T, img string) {
 
 func openImage(t testing.TB, img string) (vfs.FS, *os.File) {
 	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	st, _ := f.Stat()
-	if !Probe(f, st.Size()) {
+	f, size := fstest.OpenImage(t, img)
+	if !Probe(f, size) {
 		t.Fatalf("Probe(%s) = false", img)
 	}
-	fsys, err := Open(f, st.Size())
+	fsys, err := Open(f, size)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", img, err)
 	}
@@ -224,8 +219,8 @@ func compareTree(t *testing.T, want map[string]*srcEntry, got map[string]walked,
 	if len(fragNames) != 9 {
 		t.Errorf("frag/ holds %v, want keep0..keep7 and fragmented.bin", fragNames)
 	}
-	if g := got["frag/fragmented.bin"]; g.sum != sha(frag) {
-		t.Errorf("frag/fragmented.bin: sha256 %s, want %s", g.sum, sha(frag))
+	if g := got["frag/fragmented.bin"]; g.sum != fstest.SHA(frag) {
+		t.Errorf("frag/fragmented.bin: sha256 %s, want %s", g.sum, fstest.SHA(frag))
 	}
 }
 
@@ -249,7 +244,7 @@ func checkFragmented(t *testing.T, fsys vfs.FS, frag []byte) {
 	}
 	// A read spanning every run at once.
 	b := make([]byte, len(frag)-3)
-	if n, err := f.ReadAt(b, 1); n != len(b) || err != nil && err != io.EOF || sha(b) != sha(frag[1:len(frag)-2]) {
+	if n, err := f.ReadAt(b, 1); n != len(b) || err != nil && err != io.EOF || fstest.SHA(b) != fstest.SHA(frag[1:len(frag)-2]) {
 		t.Errorf("spanning read: %d, %v", n, err)
 	}
 }

@@ -2,42 +2,23 @@ package fat
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
-// requireTool skips the test when a tool is missing, or fails it when
-// CAIRN_REQUIRE_TOOLS=1 (CI) says the tool must be there.
-func requireTool(t testing.TB, name, pkg string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err == nil {
-		return
-	}
-	if os.Getenv("CAIRN_REQUIRE_TOOLS") == "1" || os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed and CAIRN_REQUIRE_TOOLS=1 requires it: apt-get install %s", name, pkg)
-	}
-	t.Skipf("skipping: %s is not installed (apt-get install %s); CAIRN_REQUIRE_TOOLS=1 makes this a failure", name, pkg)
-}
-
-func runCmd(t testing.TB, env []string, name string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
+// requireFATTools ends the test unless mkfs.vfat and mtools are here
+// (a skip, or a failure when CI=true or CAIRN_REQUIRE_TOOLS=1).
+func requireFATTools(tb testing.TB) {
+	tb.Helper()
+	fstest.RequireTools(tb, "dosfstools mtools", "mkfs.vfat", "mcopy", "mattrib", "mmd", "mdel")
 }
 
 // srcEntry is what the source tree says about one path.
@@ -50,31 +31,12 @@ type srcEntry struct {
 	nlinks uint32 // directories: 2 + subdirectories
 }
 
-func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
-
+// writeFile writes data to p, making its parent directories, and sets
+// its modification time.
 func writeFile(t testing.TB, p string, data []byte, mtime time.Time) {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chtimes(p, mtime, mtime); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func randBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9E3779B97F4A7C15))
-	b := make([]byte, n)
-	for i := 0; i+8 <= n; i += 8 {
-		v := r.Uint64()
-		for j := 0; j < 8; j++ {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
-	return b
+	fstest.WriteFile(t, p, data)
+	fstest.Must(t, os.Chtimes(p, mtime, mtime))
 }
 
 // scanSource describes the tree under root, keyed by slash path.
@@ -102,7 +64,7 @@ func scanSource(t testing.TB, root string) map[string]*srcEntry {
 			if err != nil {
 				return err
 			}
-			e.size, e.sum = int64(len(b)), sha(b)
+			e.size, e.sum = int64(len(b)), fstest.SHA(b)
 		}
 		m[rel] = e
 		return nil
@@ -177,7 +139,7 @@ func walkFS(t testing.TB, fsys vfs.FS) map[string]walked {
 			if n, err := f.ReadAt(make([]byte, 1), fi.Size); n != 0 || err == nil {
 				t.Fatalf("%s: ReadAt at size: %d, %v, want io.EOF", p, n, err)
 			}
-			w.sum = sha(b)
+			w.sum = fstest.SHA(b)
 		}
 		out[p] = w
 	}

@@ -8,24 +8,24 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
 // smallImage is a FAT16 image with a multi-cluster file, a long name and a
 // multi-cluster directory, returned as bytes.
 func smallImage(t *testing.T) []byte {
-	requireTool(t, "mkfs.vfat", "dosfstools")
-	requireTool(t, "mcopy", "mtools")
+	requireFATTools(t)
 	tmp := t.TempDir()
 	src := filepath.Join(tmp, "src")
-	writeFile(t, filepath.Join(src, "big.bin"), randBytes(1, 20000), baseTime)
+	writeFile(t, filepath.Join(src, "big.bin"), fstest.RandBytes(1, 20000), baseTime)
 	writeFile(t, filepath.Join(src, "MixedCase.Txt"), []byte("x"), baseTime)
 	for i := range 40 {
 		writeFile(t, filepath.Join(src, "many", strings.Repeat("n", 30)+string(rune('a'+i%26))+string(rune('a'+i/26))), nil, baseTime)
 	}
 	img := filepath.Join(tmp, "fat.img")
-	runCmd(t, nil, "mkfs.vfat", "-C", "-F", "16", "-s", "1", img, "8192")
-	runCmd(t, mtoolsEnv, "mcopy", "-i", img, "-s", "-m", filepath.Join(src, "big.bin"), filepath.Join(src, "MixedCase.Txt"), filepath.Join(src, "many"), "::/")
+	fstest.Run(t, "mkfs.vfat", "-C", "-F", "16", "-s", "1", img, "8192")
+	fstest.RunEnv(t, mtoolsEnv, "mcopy", "-i", img, "-s", "-m", filepath.Join(src, "big.bin"), filepath.Join(src, "MixedCase.Txt"), filepath.Join(src, "many"), "::/")
 	b, err := os.ReadFile(img)
 	if err != nil {
 		t.Fatal(err)

@@ -2,50 +2,29 @@ package lvm
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/binary"
 	"errors"
-	"io"
-	"os"
 	"strings"
 	"testing"
 
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
-// padded reads b followed by zeros (the seed's trailing zeros were trimmed).
-type padded []byte
-
-func (p padded) ReadAt(b []byte, off int64) (int, error) {
-	clear(b)
-	if off < int64(len(p)) {
-		copy(b, p[off:])
-	}
-	return len(b), nil
-}
-
-func readSeed(t testing.TB, name string) []byte {
-	b, err := os.ReadFile("testdata/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.HasSuffix(name, ".gz") {
-		zr, err := gzip.NewReader(bytes.NewReader(b))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if b, err = io.ReadAll(zr); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return b
+// pvVolume is the committed PV head img as the 32 MiB disk it was cut
+// from (its trailing zeros were trimmed).
+func pvVolume(img []byte) *fstest.Volume {
+	v := fstest.NewVolume(img)
+	v.Size = 32 << 20
+	return v
 }
 
 // TestSeedPV reads the committed PV head (label, metadata area) made by
 // lvm2: the LV "one" has two segments, "two" one.
 func TestSeedPV(t *testing.T) {
-	img := readSeed(t, "pv.img.gz")
-	pv, err := ReadPV(padded(img), 32<<20)
+	img := fstest.Seed(t, "pv.img.gz")
+	v := pvVolume(img)
+	pv, err := ReadPV(v, v.Size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +33,7 @@ func TestSeedPV(t *testing.T) {
 		vg.PVs[0].PEStart != 1<<20 || len(vg.LVs) != 2 || len(vg.LVs[0].Segments) != 2 || vg.LVs[0].Segments[1].Stripes[0].StartExtent != 5 {
 		t.Fatalf("seed metadata: %+v", vg)
 	}
-	text := readSeed(t, "seedvg.txt")
+	text := fstest.Seed(t, "seedvg.txt")
 	vg2, err := ParseVG(text)
 	if err != nil || vg2.Seqno != vg.Seqno {
 		t.Fatalf("seed text: %v %+v", err, vg2)
@@ -64,7 +43,8 @@ func TestSeedPV(t *testing.T) {
 	for _, at := range []int{512 + 40, 512 + 100, 4096 + 30, text0 + 10, text0 + 700} {
 		bad := bytes.Clone(img)
 		bad[at] ^= 1
-		if _, err := ReadPV(padded(bad), 32<<20); !errors.Is(err, vfs.ErrMalformed) {
+		v := pvVolume(bad)
+		if _, err := ReadPV(v, v.Size); !errors.Is(err, vfs.ErrMalformed) {
 			t.Errorf("byte %d flipped: ReadPV = %v, want ErrMalformed", at, err)
 		}
 	}
@@ -155,7 +135,7 @@ func TestParserLimits(t *testing.T) {
 }
 
 func FuzzParseVG(f *testing.F) {
-	f.Add(readSeed(f, "seedvg.txt"))
+	f.Add(fstest.Seed(f, "seedvg.txt"))
 	f.Add([]byte(unsupportedVG))
 	f.Fuzz(func(t *testing.T, text []byte) {
 		vg, err := ParseVG(text)
@@ -179,7 +159,7 @@ func FuzzParseVG(f *testing.F) {
 }
 
 func FuzzReadPV(f *testing.F) {
-	f.Add(readSeed(f, "pv.img.gz"))
+	f.Add(fstest.Seed(f, "pv.img.gz"))
 	f.Fuzz(func(t *testing.T, img []byte) {
 		pv, err := ReadPV(bytes.NewReader(img), int64(len(img)))
 		if err != nil {

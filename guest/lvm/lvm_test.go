@@ -13,30 +13,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-)
 
-func toolsRequired() bool {
-	return os.Getenv("CI") == "true" || os.Getenv("CAIRN_REQUIRE_TOOLS") == "1"
-}
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
+)
 
 func requireTools(t *testing.T) {
 	t.Helper()
-	why := ""
-	for _, tool := range []string{"pvcreate", "vgcreate", "lvcreate", "lvs", "losetup", "sfdisk"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			why = tool + " is missing (apt-get install lvm2 fdisk)"
-		}
-	}
-	if why == "" && os.Geteuid() != 0 {
-		why = "not root, so no loop devices"
-	}
-	if why == "" {
-		return
-	}
-	if toolsRequired() {
-		t.Fatalf("cannot build LVM test images: %s; CI=true or CAIRN_REQUIRE_TOOLS=1 requires them", why)
-	}
-	t.Skipf("skipping: %s; set CAIRN_REQUIRE_TOOLS=1 to turn this into a failure", why)
+	fstest.RequireTools(t, "lvm2 fdisk mount", "pvcreate", "vgcreate", "lvcreate", "lvs", "losetup", "sfdisk")
+	fstest.RequireRoot(t, "loop devices")
 }
 
 // lab runs the real lvm2 tools against loop devices of image files only:

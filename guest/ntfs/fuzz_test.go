@@ -1,134 +1,56 @@
 package ntfs
 
 import (
-	"bytes"
-	"compress/gzip"
 	"encoding/binary"
 	"errors"
 	"io"
-	"os"
 	"strings"
 	"testing"
 
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
-// zeroPadded is a volume whose first bytes are data and the rest zeros,
-// so that the committed seed stays small.
-type zeroPadded struct {
-	data []byte
-	size int64
-}
+// walkLimits bound the walks of the seed and of fuzz inputs.
+var walkLimits = fstest.Limits{Visits: 3000, Depth: 16, Read: 1 << 20}
 
-func (z zeroPadded) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off >= z.size {
-		return 0, io.EOF
+// layout sizes a volume from its boot sector, up to 64 MiB.
+var layout = fstest.Layout{Max: 64 << 20, Size: func(h []byte) int64 {
+	bps := int64(binary.LittleEndian.Uint16(h[11:]))
+	if sectors := int64(binary.LittleEndian.Uint64(h[0x28:])); sectors > 0 && sectors < 1<<40 {
+		return bps * sectors
 	}
-	n := int(min(int64(len(p)), z.size-off))
-	clear(p[:n])
-	if off < int64(len(z.data)) {
-		copy(p[:n], z.data[off:])
-	}
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
+	return 0
+}}
 
-// paddedVolume sizes the volume from the boot sector, capped at 64 MiB.
-func paddedVolume(data []byte) zeroPadded {
-	size := int64(len(data))
-	if len(data) >= 0x30 {
-		bps := int64(binary.LittleEndian.Uint16(data[11:]))
-		sectors := int64(binary.LittleEndian.Uint64(data[0x28:]))
-		if sectors > 0 && sectors < 1<<40 {
-			size = max(size, min(bps*sectors, 64<<20))
-		}
-	}
-	return zeroPadded{data, size}
-}
-
-func loadSeed(t testing.TB) []byte {
-	f, err := os.Open("testdata/ntfs.img.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+// seedVolume is the committed seed volume, padded back to its size.
+func seedVolume(t testing.TB) *fstest.Volume {
+	return layout.Image(fstest.Seed(t, "ntfs.img.gz"))
 }
 
 // exercise opens the volume and walks it, bounded, reading every file
-// and link; it returns the paths it read with their content or target.
-func exercise(t testing.TB, data []byte) (vfs.FS, map[string]string, error) {
-	v := paddedVolume(data)
-	vol, err := Open(v, v.size)
+// and link; a name ReadDir lists that Lookup cannot find fails the test.
+// Res.Read holds the paths read with their content or "-> target".
+func exercise(t testing.TB, v *fstest.Volume) (vfs.FS, *fstest.Result, error) {
+	vol, err := Open(v, v.Size)
 	if err != nil {
 		return nil, nil, err
 	}
-	out := map[string]string{}
-	visits := 0
-	var walk func(ino uint64, p string, depth int)
-	walk = func(ino uint64, p string, depth int) {
-		visits++
-		if depth > 16 || visits > 3000 {
-			return
-		}
-		fi, err := vol.Stat(ino)
-		if err != nil {
-			return
-		}
-		switch fi.Mode & vfs.ModeType {
-		case vfs.ModeDir:
-			ents, err := vol.ReadDir(ino)
-			if err != nil {
-				return
-			}
-			for _, e := range ents {
-				if _, err := vol.Lookup(ino, e.Name); err != nil {
-					t.Fatalf("Lookup(%q) of a listed name: %v", e.Name, err)
-				}
-				walk(e.Ino, p+"/"+e.Name, depth+1)
-			}
-		case vfs.ModeLink:
-			if s, err := vol.Readlink(ino); err == nil {
-				out[p] = "-> " + s
-			}
-		default:
-			f, err := vol.Open(ino)
-			if err != nil {
-				return
-			}
-			var b bytes.Buffer
-			buf := make([]byte, 32<<10)
-			for off := int64(0); off < f.Size() && off < 1<<20; off += int64(len(buf)) {
-				n, err := f.ReadAt(buf, off)
-				b.Write(buf[:n])
-				if err != nil {
-					break
-				}
-			}
-			out[p] = b.String()
-		}
+	res := fstest.Walk(vol, walkLimits)
+	if errs := res.Ops("Lookup"); len(errs) > 0 {
+		t.Fatalf("Lookup of a listed name: %v", errs[0])
 	}
-	walk(vol.Root(), "", 0)
-	return vol, out, nil
+	return vol, res, nil
 }
 
 // TestSeed checks the committed image without ntfs-3g: the files the
 // seed script made, including the compressed, sparse, linked ones.
 func TestSeed(t *testing.T) {
-	vol, files, err := exercise(t, loadSeed(t))
+	vol, res, err := exercise(t, seedVolume(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	files := res.Read
 	if vol.Label() != "SEED" {
 		t.Errorf("label %q", vol.Label())
 	}
@@ -174,44 +96,11 @@ func trunc(s string) string {
 	return s
 }
 
-// sectorsOf encodes an image as its non-zero 512-byte sectors, each
-// prefixed by its 32-bit sector number: the fuzz input format.
-func sectorsOf(img []byte) []byte {
-	var out []byte
-	for i := 0; i < len(img); i += 512 {
-		sec := img[i:min(i+512, len(img))]
-		if strings.Trim(string(sec), "\x00") == "" {
-			continue
-		}
-		out = binary.LittleEndian.AppendUint32(out, uint32(i/512))
-		out = append(out, sec...)
-		out = append(out, make([]byte, 512-len(sec))...)
-	}
-	return out
-}
-
-// imageOf decodes sectorsOf's format; later sectors win, the image is
-// at most 64 MiB.
-func imageOf(in []byte) []byte {
-	var img []byte
-	for ; len(in) >= 516; in = in[516:] {
-		off := int(binary.LittleEndian.Uint32(in)) * 512
-		if off >= 64<<20 {
-			continue
-		}
-		if off+512 > len(img) {
-			img = append(img, make([]byte, off+512-len(img))...)
-		}
-		copy(img[off:], in[4:516])
-	}
-	return img
-}
-
 func FuzzOpen(f *testing.F) {
 	recoverPanics = false // a panic is a bug the fuzzer must report
-	f.Add(sectorsOf(loadSeed(f)))
+	f.Add(fstest.EncodeSectors(fstest.Seed(f, "ntfs.img.gz")))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if _, _, err := exercise(t, imageOf(data)); err != nil && !errors.Is(err, vfs.ErrMalformed) && !errors.Is(err, io.EOF) {
+		if _, _, err := exercise(t, layout.Input(data)); err != nil && !errors.Is(err, vfs.ErrMalformed) && !errors.Is(err, io.EOF) {
 			// Only an I/O error from reading past the padded end may be unclassified.
 			t.Logf("Open: %v", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
@@ -18,10 +19,10 @@ func wantMalformed(t *testing.T, err error, mention string) {
 }
 
 func TestMalformedVolume(t *testing.T) {
-	seed := loadSeed(t)
+	seed := fstest.Seed(t, "ntfs.img.gz")
 	open := func(b []byte) (vfs.FS, error) {
-		v := paddedVolume(b)
-		return Open(v, v.size)
+		v := layout.Image(b)
+		return Open(v, v.Size)
 	}
 	vol, err := open(seed)
 	if err != nil {
@@ -50,7 +51,7 @@ func TestMalformedVolume(t *testing.T) {
 			b := append([]byte(nil), seed...)
 			tc.patch(b)
 			if tc.name == "OEM id" || tc.name == "cluster size" {
-				if v := paddedVolume(b); Probe(v, v.size) {
+				if v := layout.Image(b); Probe(v, v.Size) {
 					t.Error("Probe accepted it")
 				}
 			}

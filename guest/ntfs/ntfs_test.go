@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf16"
 
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
@@ -34,47 +35,42 @@ type oracle struct {
 }
 
 func requireNTFS3G(t *testing.T) {
-	requireTool(t, "mkntfs", "ntfs-3g")
-	requireTool(t, "ntfs-3g", "ntfs-3g")
-	requireTool(t, "setfattr", "attr")
+	fstest.RequireTools(t, "ntfs-3g attr", "mkntfs", "ntfs-3g", "setfattr")
 	if _, err := os.Stat("/dev/fuse"); err != nil || os.Geteuid() != 0 {
-		if os.Getenv("CAIRN_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("ntfs-3g needs root and /dev/fuse (euid %d, %v)", os.Geteuid(), err)
-		}
-		t.Skip("skipping: ntfs-3g needs root and /dev/fuse")
+		fstest.Unavailable(t, fmt.Sprintf("ntfs-3g needs root and /dev/fuse (euid %d, %v)", os.Geteuid(), err))
 	}
 }
 
 // buildSource writes the tree copied onto the volume with cp -a.
 func buildSource(t *testing.T, src string) {
-	put := func(rel string, data []byte) { writeFile(t, filepath.Join(src, rel), data) }
+	put := func(rel string, data []byte) { fstest.WriteFile(t, filepath.Join(src, rel), data) }
 	put("hello.txt", []byte("hello, world\n"))
 	put("MixedCase.Txt", []byte("mixed\n"))
 	put("a very long file name with spaces and several.dots.tar.gz", []byte("long\n"))
 	put("ünïcödé ☃ 日本語.txt", []byte("utf-8 name\n"))
 	put("empty", nil)
-	put("small-resident.bin", randBytes(1, 300))
-	put("big.bin", randBytes(2, 9<<20+123))
+	put("small-resident.bin", fstest.RandBytes(1, 300))
+	put("big.bin", fstest.RandBytes(2, 9<<20+123))
 	put("deep/a/b/c/d/e/f/g/h/leaf.txt", []byte("deep leaf\n"))
 	put("links/original.txt", []byte("linked content\n"))
 	put("readonly.txt", []byte("read only\n"))
 	for i := range 400 { // enough names for a multi-level $I30 B-tree
 		put(fmt.Sprintf("many/file-%03d with a rather long name to fill index blocks.txt", i), []byte(strings.Repeat("x", i)))
 	}
-	must(t, os.MkdirAll(filepath.Join(src, "emptydir"), 0o755))
-	must(t, os.MkdirAll(filepath.Join(src, "links/other"), 0o755))
-	must(t, os.Link(filepath.Join(src, "links/original.txt"), filepath.Join(src, "links/other/hardlink.txt")))
-	must(t, os.Link(filepath.Join(src, "links/original.txt"), filepath.Join(src, "hardlink-at-root.txt")))
+	fstest.Must(t, os.MkdirAll(filepath.Join(src, "emptydir"), 0o755))
+	fstest.Must(t, os.MkdirAll(filepath.Join(src, "links/other"), 0o755))
+	fstest.Must(t, os.Link(filepath.Join(src, "links/original.txt"), filepath.Join(src, "links/other/hardlink.txt")))
+	fstest.Must(t, os.Link(filepath.Join(src, "links/original.txt"), filepath.Join(src, "hardlink-at-root.txt")))
 	// Enough names that the $FILE_NAME attributes overflow the MFT record
 	// into extension records named by an $ATTRIBUTE_LIST.
 	put("links/many/original", []byte("many names\n"))
 	for i := range 60 {
-		must(t, os.Link(filepath.Join(src, "links/many/original"),
+		fstest.Must(t, os.Link(filepath.Join(src, "links/many/original"),
 			filepath.Join(src, fmt.Sprintf("links/many/hard link number %02d with a long name to fill the record", i))))
 	}
-	must(t, os.Symlink("../hello.txt", filepath.Join(src, "links/rel-symlink")))
-	must(t, os.Symlink("other", filepath.Join(src, "links/dir-symlink")))
-	must(t, os.Symlink("/etc/passwd", filepath.Join(src, "links/abs-posix-symlink")))
+	fstest.Must(t, os.Symlink("../hello.txt", filepath.Join(src, "links/rel-symlink")))
+	fstest.Must(t, os.Symlink("other", filepath.Join(src, "links/dir-symlink")))
+	fstest.Must(t, os.Symlink("/etc/passwd", filepath.Join(src, "links/abs-posix-symlink")))
 	base := time.Date(2022, 5, 6, 7, 8, 9, 123456700, time.UTC)
 	n := 0
 	filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
@@ -85,13 +81,6 @@ func buildSource(t *testing.T, src string) {
 		}
 		return nil
 	})
-}
-
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // reparseSymlink is a Windows symlink or junction reparse buffer.
@@ -131,64 +120,64 @@ func reparseBuffer(tag uint32, sub, print string, flags uint32) string {
 func makeVolume(t *testing.T, src string, clusterSize, sectorSize int) (string, map[string]oracle) {
 	tmp := t.TempDir()
 	img := filepath.Join(tmp, "ntfs.img")
-	must(t, os.WriteFile(img, nil, 0o644))
-	must(t, os.Truncate(img, 96<<20))
-	runCmd(t, nil, "mkntfs", "-F", "-f", "-Q", "-c", fmt.Sprint(clusterSize), "-s", fmt.Sprint(sectorSize), "-L", "CAIRNNT", img)
+	fstest.Must(t, os.WriteFile(img, nil, 0o644))
+	fstest.Must(t, os.Truncate(img, 96<<20))
+	fstest.Run(t, "mkntfs", "-F", "-f", "-Q", "-c", fmt.Sprint(clusterSize), "-s", fmt.Sprint(sectorSize), "-L", "CAIRNNT", img)
 	mnt := filepath.Join(tmp, "mnt")
-	must(t, os.Mkdir(mnt, 0o755))
-	runCmd(t, nil, "ntfs-3g", "-o", "compression", img, mnt)
+	fstest.Must(t, os.Mkdir(mnt, 0o755))
+	fstest.Run(t, "ntfs-3g", "-o", "compression", img, mnt)
 	mounted := true
 	unmount := func() {
 		if mounted {
-			runCmd(t, nil, "umount", mnt)
+			fstest.Run(t, "umount", mnt)
 			mounted = false
 		}
 	}
 	defer unmount()
-	runCmd(t, nil, "cp", "-a", src+"/.", mnt)
+	fstest.Run(t, "cp", "-a", src+"/.", mnt)
 
 	// A sparse file: data at three places, holes between.
 	sp, err := os.Create(filepath.Join(mnt, "sparse.bin"))
-	must(t, err)
+	fstest.Must(t, err)
 	for _, off := range []int64{0, 5 << 20, 20<<20 + 77} {
-		_, err := sp.WriteAt(randBytes(uint64(off), 70000), off)
-		must(t, err)
+		_, err := sp.WriteAt(fstest.RandBytes(uint64(off), 70000), off)
+		fstest.Must(t, err)
 	}
-	must(t, sp.Truncate(24<<20))
-	must(t, sp.Close())
+	fstest.Must(t, sp.Truncate(24<<20))
+	fstest.Must(t, sp.Close())
 	// A compressed directory: files created in it are LZNT1-compressed
 	// (NTFS compresses only with clusters of 4 KiB or less).
-	must(t, os.Mkdir(filepath.Join(mnt, "compressed"), 0o755))
+	fstest.Must(t, os.Mkdir(filepath.Join(mnt, "compressed"), 0o755))
 	if clusterSize <= 4096 {
-		runCmd(t, nil, "setfattr", "-n", "system.ntfs_attrib_be", "-v", "0x00000810", filepath.Join(mnt, "compressed"))
+		fstest.Run(t, "setfattr", "-n", "system.ntfs_attrib_be", "-v", "0x00000810", filepath.Join(mnt, "compressed"))
 	}
 	text := bytes.Repeat([]byte("compressible text, compressible text, and more of it. "), 40000)
-	mixed := append(append(append([]byte(nil), text[:100000]...), randBytes(7, 200000)...), make([]byte, 300000)...)
-	must(t, os.WriteFile(filepath.Join(mnt, "compressed/text.txt"), text, 0o644))
-	must(t, os.WriteFile(filepath.Join(mnt, "compressed/mixed.bin"), mixed, 0o644))
+	mixed := append(append(append([]byte(nil), text[:100000]...), fstest.RandBytes(7, 200000)...), make([]byte, 300000)...)
+	fstest.Must(t, os.WriteFile(filepath.Join(mnt, "compressed/text.txt"), text, 0o644))
+	fstest.Must(t, os.WriteFile(filepath.Join(mnt, "compressed/mixed.bin"), mixed, 0o644))
 	// Special files, stored by ntfs-3g as Interix system files.
-	must(t, syscall.Mkfifo(filepath.Join(mnt, "fifo"), 0o644))
-	must(t, syscall.Mknod(filepath.Join(mnt, "chardev"), syscall.S_IFCHR|0o644, int(1<<8|3)))
-	must(t, syscall.Mknod(filepath.Join(mnt, "blockdev"), syscall.S_IFBLK|0o644, int(259<<20|0x1234)))
+	fstest.Must(t, syscall.Mkfifo(filepath.Join(mnt, "fifo"), 0o644))
+	fstest.Must(t, syscall.Mknod(filepath.Join(mnt, "chardev"), syscall.S_IFCHR|0o644, int(1<<8|3)))
+	fstest.Must(t, syscall.Mknod(filepath.Join(mnt, "blockdev"), syscall.S_IFBLK|0o644, int(259<<20|0x1234)))
 	// Read-only attribute.
-	runCmd(t, nil, "setfattr", "-n", "system.ntfs_attrib_be", "-v", "0x00000021", filepath.Join(mnt, "readonly.txt"))
+	fstest.Run(t, "setfattr", "-n", "system.ntfs_attrib_be", "-v", "0x00000021", filepath.Join(mnt, "readonly.txt"))
 	// Windows links: ntfs-3g shows absolute ones as paths under its mount
 	// point and fails lstat on these, so they are left out of its walk and
 	// checked against this package's documented translation.
-	must(t, os.WriteFile(filepath.Join(mnt, "links/other/win-abs-symlink"), nil, 0o644))
-	runCmd(t, nil, "setfattr", "-n", "system.ntfs_reparse_data", "-v",
+	fstest.Must(t, os.WriteFile(filepath.Join(mnt, "links/other/win-abs-symlink"), nil, 0o644))
+	fstest.Run(t, "setfattr", "-n", "system.ntfs_reparse_data", "-v",
 		reparseBuffer(tagSymlink, `\??\C:\deep\a\b`, `C:\deep\a\b`, 0), filepath.Join(mnt, "links/other/win-abs-symlink"))
-	must(t, os.Mkdir(filepath.Join(mnt, "junction"), 0o755))
-	runCmd(t, nil, "setfattr", "-n", "system.ntfs_reparse_data", "-v",
+	fstest.Must(t, os.Mkdir(filepath.Join(mnt, "junction"), 0o755))
+	fstest.Run(t, "setfattr", "-n", "system.ntfs_reparse_data", "-v",
 		reparseBuffer(tagMountPoint, `\??\C:\deep\a`, `C:\deep\a`, 0), filepath.Join(mnt, "junction"))
 
-	must(t, os.WriteFile(filepath.Join(mnt, "links/win-rel-symlink"), nil, 0o644))
-	runCmd(t, nil, "setfattr", "-n", "system.ntfs_reparse_data", "-v",
+	fstest.Must(t, os.WriteFile(filepath.Join(mnt, "links/win-rel-symlink"), nil, 0o644))
+	fstest.Run(t, "setfattr", "-n", "system.ntfs_reparse_data", "-v",
 		reparseBuffer(tagSymlink, `..\hello.txt`, `..\hello.txt`, 1), filepath.Join(mnt, "links/win-rel-symlink"))
 
 	// Remount so that ntfs-3g's view comes from the image, not its caches.
 	unmount()
-	runCmd(t, nil, "ntfs-3g", "-o", "ro", img, mnt)
+	fstest.Run(t, "ntfs-3g", "-o", "ro", img, mnt)
 	mounted = true
 	want := map[string]oracle{}
 	err = filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
@@ -211,12 +200,12 @@ func makeVolume(t *testing.T, src string, clusterSize, sectorSize int) (string, 
 		case fi.Mode().IsRegular():
 			var b []byte
 			b, err = os.ReadFile(p)
-			o.sum = sha(b)
+			o.sum = fstest.SHA(b)
 		}
 		want[filepath.ToSlash(rel)] = o
 		return err
 	})
-	must(t, err)
+	fstest.Must(t, err)
 	unmount()
 	return img, want
 }
@@ -235,15 +224,12 @@ func TestRealVolume(t *testing.T) {
 
 func checkVolume(t *testing.T, src string, clusterSize, sectorSize int) {
 	img, want := makeVolume(t, src, clusterSize, sectorSize)
-	f, err := os.Open(img)
-	must(t, err)
-	defer f.Close()
-	st, _ := f.Stat()
-	if !Probe(f, st.Size()) {
+	f, size := fstest.OpenImage(t, img)
+	if !Probe(f, size) {
 		t.Fatal("Probe = false")
 	}
-	vol, err := Open(f, st.Size())
-	must(t, err)
+	vol, err := Open(f, size)
+	fstest.Must(t, err)
 	if g := vol.(*fsys).v; g.clusterSize != int64(clusterSize) || g.recordSize != int64(max(1024, sectorSize)) {
 		t.Errorf("cluster size %d, record size %d", g.clusterSize, g.recordSize)
 	}
@@ -335,7 +321,7 @@ func walk(t *testing.T, vol vfs.FS) map[string]seen {
 			if n, err := f.ReadAt(make([]byte, 1), f.Size()); n != 0 || err != io.EOF {
 				t.Errorf("%s: read at size: %d, %v", p, n, err)
 			}
-			s.sum = sha(b)
+			s.sum = fstest.SHA(b)
 			s.units = f.(*file).st.unit
 		}
 		out[p] = s
@@ -431,9 +417,9 @@ func checkSpecial(t *testing.T, vol vfs.FS, got map[string]seen, clusterSize int
 		t.Errorf("links/many: %v", err)
 	}
 	rec, err := vol.(*fsys).readRecord(m.fi.Ino)
-	must(t, err)
+	fstest.Must(t, err)
 	_, attrs, err := parseRecord(rec, vol.(*fsys).v, "test")
-	must(t, err)
+	fstest.Must(t, err)
 	hasList := false
 	for _, a := range attrs {
 		hasList = hasList || a.typ == atAttrList

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 )
 
 var (
@@ -50,17 +52,12 @@ func benchImage(b *testing.B) string {
 // the image file ("raw"); compare the two MB/s figures.
 func BenchmarkReadLargeFile(b *testing.B) {
 	img := benchImage(b)
-	fh, err := os.Open(img)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer fh.Close()
-	st, _ := fh.Stat()
+	fh, size := fstest.OpenImage(b, img)
 	buf := make([]byte, 1<<20)
 	b.Run("xfs", func(b *testing.B) {
 		b.SetBytes(benchFileSize)
 		for i := 0; i < b.N; i++ {
-			fsys, err := OpenXFS(fh, st.Size())
+			fsys, err := OpenXFS(fh, size)
 			if err != nil {
 				b.Fatal(err)
 			}

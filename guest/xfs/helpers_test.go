@@ -2,50 +2,30 @@ package xfs
 
 import (
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
-)
 
-func toolsRequired() bool {
-	return os.Getenv("CI") == "true" || os.Getenv("CAIRN_REQUIRE_TOOLS") == "1"
-}
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
+)
 
 // requireTools fails (CI=true or CAIRN_REQUIRE_TOOLS=1) or skips the test
 // when the tests cannot build and loop-mount real XFS images here.
 func requireTools(t testing.TB) {
 	t.Helper()
-	var missing []string
-	for _, tool := range []string{"mkfs.xfs", "xfs_db", "xfs_io", "xfs_freeze", "mount", "umount", "cp", "sync"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
+	fstest.RequireTools(t, "xfsprogs mount coreutils", "mkfs.xfs", "xfs_db", "xfs_io", "xfs_freeze", "mount", "umount", "cp", "sync")
+	fstest.RequireRoot(t, "loop mounts")
+	if b, err := os.ReadFile("/proc/filesystems"); err != nil || !strings.Contains(string(b), "\txfs\n") {
+		fstest.Unavailable(t, "the kernel has no XFS driver")
 	}
-	why := ""
-	switch {
-	case len(missing) > 0:
-		why = "missing " + strings.Join(missing, ", ") + " (apt-get install xfsprogs)"
-	case os.Geteuid() != 0:
-		why = "not root, so no loop mounts"
-	default:
-		if b, err := os.ReadFile("/proc/filesystems"); err != nil || !strings.Contains(string(b), "\txfs\n") {
-			why = "the kernel has no XFS driver"
-		}
-	}
-	if why == "" {
-		return
-	}
-	if toolsRequired() {
-		t.Fatalf("cannot build XFS test images: %s; CI=true or CAIRN_REQUIRE_TOOLS=1 requires them", why)
-	}
-	t.Skipf("skipping: %s; set CAIRN_REQUIRE_TOOLS=1 to turn this into a failure", why)
 }
 
-func run(t testing.TB, name string, args ...string) string {
+// openImage opens the XFS image file at p for the rest of the test.
+func openImage(t testing.TB, p string) (*FS, *os.File) {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	fh, size := fstest.OpenImage(t, p)
+	fsys, err := OpenXFS(fh, size)
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	return fsys, fh
 }

@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 )
 
 // TestDirtyLog shuts a mounted file system down without an unmount record
@@ -22,8 +24,8 @@ func TestDirtyLog(t *testing.T) {
 	if err := os.Truncate(img, 320<<20); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "mkfs.xfs", "-q", "-f", img)
-	run(t, "mount", "-o", "loop", img, mnt)
+	fstest.Run(t, "mkfs.xfs", "-q", "-f", img)
+	fstest.Run(t, "mount", "-o", "loop", img, mnt)
 	mounted := true
 	defer func() {
 		if mounted {
@@ -36,25 +38,17 @@ func TestDirtyLog(t *testing.T) {
 	}
 	// Freezing writes all metadata back in place; what changes after it
 	// is only in the log when the shutdown comes.
-	run(t, "xfs_freeze", "-f", mnt)
-	run(t, "xfs_freeze", "-u", mnt)
+	fstest.Run(t, "xfs_freeze", "-f", mnt)
+	fstest.Run(t, "xfs_freeze", "-u", mnt)
 	if err := os.WriteFile(filepath.Join(mnt, "only-in-log"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "sync")
-	run(t, "xfs_io", "-x", "-c", "shutdown", mnt)
-	run(t, "umount", mnt)
+	fstest.Run(t, "sync")
+	fstest.Run(t, "xfs_io", "-x", "-c", "shutdown", mnt)
+	fstest.Run(t, "umount", mnt)
 	mounted = false
 
-	fh, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	fsys, err := OpenXFS(fh, 320<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fsys, fh := openImage(t, img)
 	if clean, err := fsys.LogClean(); err != nil || clean {
 		t.Fatalf("LogClean after a shutdown = %v, %v; want false", clean, err)
 	}
@@ -72,7 +66,7 @@ func TestDirtyLog(t *testing.T) {
 	}
 
 	// A fresh mkfs is clean too.
-	run(t, "mkfs.xfs", "-q", "-f", img)
+	fstest.Run(t, "mkfs.xfs", "-q", "-f", img)
 	fsys, err = OpenXFS(fh, 320<<20)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
@@ -114,17 +115,8 @@ func testProto(t *testing.T, mkfsOpts []string) {
 	if err := os.Truncate(img, 2<<30); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "mkfs.xfs", append([]string{"-q", "-f", "-p", proto}, append(mkfsOpts, img)...)...)
-	fh, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	st, _ := fh.Stat()
-	fsys, err := OpenXFS(fh, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	fstest.Run(t, "mkfs.xfs", append([]string{"-q", "-f", "-p", proto}, append(mkfsOpts, img)...)...)
+	fsys, _ := openImage(t, img)
 	if fsys.Version() != 4 {
 		t.Fatalf("superblock version %d", fsys.Version())
 	}
@@ -137,7 +129,7 @@ func testProto(t *testing.T, mkfsOpts []string) {
 			t.Fatalf("%s: %v", p, err)
 		}
 		fi, _ := fsys.Stat(e)
-		out := run(t, "xfs_db", "-r", "-c", "inode "+strconv.FormatUint(e, 10), "-c", "print core.nblocks core.nlinkv2", img)
+		out := fstest.Run(t, "xfs_db", "-r", "-c", "inode "+strconv.FormatUint(e, 10), "-c", "print core.nblocks core.nlinkv2", img)
 		wantOut := fmt.Sprintf("core.nblocks = %d\ncore.nlinkv2 = %d\n", fi.Blocks>>(fsys.sb.blockLog-9), fi.Nlink)
 		if out != wantOut {
 			t.Errorf("%s: xfs_db says\n%s, reader\n%s", p, out, wantOut)
@@ -173,16 +165,8 @@ func TestHeaderlessRemoteSymlink(t *testing.T) {
 	if err := os.Truncate(img, 320<<20); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "mkfs.xfs", "-q", "-f", "-p", proto, img)
-	fh, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	fsys, err := OpenXFS(fh, 320<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fstest.Run(t, "mkfs.xfs", "-q", "-f", "-p", proto, img)
+	fsys, _ := openImage(t, img)
 	e, err := fsys.Lookup(fsys.Root(), "rl")
 	if err != nil {
 		t.Fatal(err)

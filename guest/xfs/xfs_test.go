@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cairn-backup/cairn/guest/internal/fstest"
 	"github.com/cairn-backup/cairn/guest/vfs"
 )
 
@@ -82,8 +83,8 @@ func testMounted(t *testing.T, mkfsOpts []string) {
 	if err := os.Truncate(img, 700<<20); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "mkfs.xfs", append([]string{"-q", "-f", "-L", "cairn-test"}, append(mkfsOpts, img)...)...)
-	run(t, "mount", "-o", "loop,noatime", img, mnt)
+	fstest.Run(t, "mkfs.xfs", append([]string{"-q", "-f", "-L", "cairn-test"}, append(mkfsOpts, img)...)...)
+	fstest.Run(t, "mount", "-o", "loop,noatime", img, mnt)
 	mounted := true
 	defer func() {
 		if mounted {
@@ -91,27 +92,22 @@ func testMounted(t *testing.T, mkfsOpts []string) {
 		}
 	}()
 	t0 := time.Now()
-	run(t, "cp", "-a", src+"/.", mnt+"/")
+	fstest.Run(t, "cp", "-a", src+"/.", mnt+"/")
 	t.Logf("cp -a: %v", time.Since(t0))
 	writeDenseFragmented(t, filepath.Join(mnt, "dense-fragmented"))
-	run(t, "sync")
+	fstest.Run(t, "sync")
 	t0 = time.Now()
 	want := walkKernel(t, mnt)
 	t.Logf("kernel walk: %v", time.Since(t0))
 	compareSource(t, src, want)
-	run(t, "umount", mnt)
+	fstest.Run(t, "umount", mnt)
 	mounted = false
 
-	fh, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	st, _ := fh.Stat()
-	if !Probe(fh, st.Size()) {
+	fh, size := fstest.OpenImage(t, img)
+	if !Probe(fh, size) {
 		t.Fatal("Probe does not recognise the image")
 	}
-	fsys, err := OpenXFS(fh, st.Size())
+	fsys, err := OpenXFS(fh, size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +127,7 @@ func testMounted(t *testing.T, mkfsOpts []string) {
 	}
 	for p, f := range formats {
 		ino := want[p].st.Ino
-		out := run(t, "xfs_db", "-r", "-c", "inode "+strconv.FormatUint(ino, 10), "-c", "print core.format", img)
+		out := fstest.Run(t, "xfs_db", "-r", "-c", "inode "+strconv.FormatUint(ino, 10), "-c", "print core.format", img)
 		if !strings.Contains(out, "("+f+")") {
 			t.Errorf("%s: test image does not exercise the %s format: %s", p, f, out)
 		}
