@@ -26,10 +26,17 @@ type bkFake struct {
 	snapshots      map[string]string // id -> status
 	deleted        []string
 	n              int
+
+	// rootSnapshot, when set, makes s1 an image-backed server (base image
+	// img0, volume v2 attached) whose Nova image snapshot ends as the
+	// driver leaves it: "queued" (nothing uploaded, the server's task
+	// over) or "empty" (active with 0 bytes).
+	rootSnapshot string
+	images       map[string]bool // Nova snapshot images not yet deleted
 }
 
 func newBkFake(t *testing.T) *bkFake {
-	f := &bkFake{t: t, snapshotStatus: "available", snapshots: map[string]string{},
+	f := &bkFake{t: t, snapshotStatus: "available", snapshots: map[string]string{}, images: map[string]bool{},
 		quota: map[string][3]int{"snapshots": {10, 0, 0}, "volumes": {10, 2, 0}, "gigabytes": {1000, 2, 0}}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
@@ -70,6 +77,11 @@ func (f *bkFake) serve(w http.ResponseWriter, r *http.Request) {
 			"image": "", "metadata": map[string]string{}, "tags": []string{},
 			"flavor":                               map[string]any{"original_name": "m1", "vcpus": 1, "ram": 256, "disk": 1, "extra_specs": map[string]string{}},
 			"os-extended-volumes:volumes_attached": []map[string]any{{"id": "v1"}, {"id": "v2"}}}
+		if f.rootSnapshot != "" {
+			s["image"] = map[string]any{"id": "img0"}
+			s["os-extended-volumes:volumes_attached"] = []map[string]any{{"id": "v2"}}
+			s["OS-EXT-STS:task_state"] = nil // the snapshot task is over
+		}
 		if p == "/compute/v2.1/servers/s1" {
 			f.reply(w, 200, map[string]any{"server": s})
 		} else {
@@ -119,8 +131,32 @@ func (f *bkFake) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(202)
 	case r.Method == "GET" && p == "/volume/v3/p1/messages":
 		f.reply(w, 200, map[string]any{"messages": []map[string]any{{"user_message": "create snapshot: the backend does not support snapshots of in-use volumes"}}})
+	case r.Method == "GET" && p == "/image/" && f.rootSnapshot != "": // version discovery
+		f.reply(w, 300, map[string]any{"versions": []map[string]any{{"id": "v2.16", "status": "CURRENT",
+			"links": []map[string]string{{"rel": "self", "href": f.srv.URL + "/image/v2/"}}}}})
 	case r.Method == "GET" && (p == "/image/" || p == "/network/"): // version discovery
 		f.reply(w, 300, map[string]any{"versions": []any{}})
+	case r.Method == "GET" && p == "/image/v2/images/img0":
+		f.reply(w, 200, map[string]any{"id": "img0", "name": "base", "status": "active", "disk_format": "raw", "size": 1 << 20, "os_distro": "x"})
+	case r.Method == "POST" && p == "/compute/v2.1/servers/s1/action" && f.rootSnapshot != "":
+		f.n++
+		id := fmt.Sprintf("snapimg%d", f.n)
+		f.images[id] = true
+		f.reply(w, 202, map[string]any{"image_id": id})
+	case strings.HasPrefix(p, "/image/v2/images/snapimg"):
+		id := strings.TrimPrefix(p, "/image/v2/images/")
+		switch {
+		case !f.images[id]:
+			f.reply(w, 404, map[string]any{"message": "not found"})
+		case r.Method == "DELETE":
+			delete(f.images, id)
+			f.deleted = append(f.deleted, id)
+			w.WriteHeader(204)
+		case f.rootSnapshot == "queued":
+			f.reply(w, 200, map[string]any{"id": id, "status": "queued", "size": nil, "disk_format": nil})
+		default:
+			f.reply(w, 200, map[string]any{"id": id, "status": "active", "size": 0, "disk_format": "raw"})
+		}
 	case r.Method == "GET" && p == "/network/v2.0/ports":
 		f.reply(w, 200, map[string]any{"ports": []any{}})
 	default:

@@ -71,8 +71,11 @@ func (sj *serverJob) transfer(ctx context.Context) error {
 		o.Progress = b.o.Progress(s)
 	}
 	for _, d := range sj.disks {
-		sj.def.Disks = append(sj.def.Disks, DiskDef{Name: d.name, VolumeID: volID(d), SnapshotID: d.snapshot.ID,
-			ImageID: s.ImageID, Device: devOf(d), BootIndex: d.bootIndex, Size: d.size})
+		dd := DiskDef{Name: d.name, VolumeID: volID(d), SnapshotID: d.snapshot.ID, Device: devOf(d), BootIndex: d.bootIndex, Size: d.size}
+		if d.vol == nil { // only the image-backed root disk comes from the image
+			dd.ImageID = s.ImageID
+		}
+		sj.def.Disks = append(sj.def.Disks, dd)
 		o.Disks = append(o.Disks, ingest.DiskSpec{Name: d.name, Path: d.origin(), Open: sj.opener(ctx, d)})
 	}
 	o.Definition = mustJSON(sj.def)

@@ -111,6 +111,40 @@ func TestBackupStatusTimeoutThenCleanup(t *testing.T) {
 	}
 }
 
+// An image-backed server whose Nova image snapshot receives no data (a
+// hypervisor driver that does not upload, or uploads nothing): the backup
+// fails at the snapshot step with an error that says so, deletes the
+// image, and takes no volume snapshot.
+func TestBackupEmptyRootSnapshot(t *testing.T) {
+	for mode, want := range map[string]string{
+		"queued": "never received data",
+		"empty":  "holds no data",
+	} {
+		t.Run(mode, func(t *testing.T) {
+			f := newBkFake(t)
+			f.rootSnapshot = mode
+			res, err, dir := fakeBackup(t, f, Timeouts{})
+			if !errors.Is(err, ErrSomeFailed) || res[0].Step != "snapshot" || !strings.Contains(res[0].Error, want) ||
+				!strings.Contains(res[0].Error, "web1") {
+				t.Fatalf("err %v, result %+v; want a failure at the snapshot step saying %q", err, res[0], want)
+			}
+			t.Logf("error: %s", res[0].Error)
+			if res[0].Method != MethodNovaImage {
+				t.Errorf("method %q, want %s", res[0].Method, MethodNovaImage)
+			}
+			if len(f.images) != 0 || len(f.deleted) != 1 {
+				t.Errorf("snapshot images left %v, deleted %v; want the one image deleted", f.images, f.deleted)
+			}
+			if len(f.snapshots) != 0 {
+				t.Errorf("volume snapshots %v taken after the root snapshot failed", f.snapshots)
+			}
+			if left, _ := filepath.Glob(filepath.Join(dir, "*.journal")); len(left) != 0 {
+				t.Errorf("journal left: %v", left)
+			}
+		})
+	}
+}
+
 func TestConnectErrors(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := "http://" + ln.Addr().String() + "/v3"
