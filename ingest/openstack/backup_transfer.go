@@ -259,11 +259,13 @@ func (sj *serverJob) opener(ctx context.Context, d *diskJob) func() (source.Sour
 	return func() (source.Source, error) {
 		open := func() (io.ReadCloser, error) {
 			if d.ready != nil {
+				start := time.Now()
 				select {
 				case <-d.ready:
 				case <-ctx.Done():
 					return nil, ctx.Err()
 				}
+				sj.time("ingest_wait", time.Since(start))
 				if d.err != nil {
 					return nil, d.err
 				}
