@@ -33,6 +33,12 @@ type bkFake struct {
 	// over) or "empty" (active with 0 bytes).
 	rootSnapshot string
 	images       map[string]bool // Nova snapshot images not yet deleted
+
+	// lateSnapshot, when set, drops the connection of the first snapshot
+	// request without an answer and creates the snapshot that long
+	// after (an API that goes on with a request whose client is gone).
+	lateSnapshot time.Duration
+	snapNames    map[string]string // id -> name
 }
 
 func newBkFake(t *testing.T) *bkFake {
@@ -112,10 +118,34 @@ func (f *bkFake) serve(w http.ResponseWriter, r *http.Request) {
 		json.NewDecoder(r.Body).Decode(&b)
 		f.n++
 		id := fmt.Sprintf("snap%d", f.n)
+		if f.snapNames == nil {
+			f.snapNames = map[string]string{}
+		}
+		f.snapNames[id] = b.Snapshot.Name
+		if f.lateSnapshot > 0 {
+			late := f.lateSnapshot
+			f.lateSnapshot = 0
+			time.AfterFunc(late, func() {
+				f.mu.Lock()
+				f.snapshots[id] = f.snapshotStatus
+				f.mu.Unlock()
+			})
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
 		f.snapshots[id] = f.snapshotStatus
 		f.reply(w, 202, map[string]any{"snapshot": map[string]any{"id": id, "name": b.Snapshot.Name, "status": "creating", "volume_id": b.Snapshot.VolumeID}})
-	case r.Method == "GET" && p == "/volume/v3/p1/snapshots": // lookup by name: never created
-		f.reply(w, 200, map[string]any{"snapshots": []any{}})
+	case r.Method == "GET" && p == "/volume/v3/p1/snapshots": // lookup by name
+		list := []any{}
+		for id, st := range f.snapshots {
+			if name := f.snapNames[id]; name == r.URL.Query().Get("name") {
+				list = append(list, map[string]any{"id": id, "name": name, "status": st})
+			}
+		}
+		f.reply(w, 200, map[string]any{"snapshots": list})
 	case r.Method == "GET" && strings.HasPrefix(p, "/volume/v3/p1/snapshots/"):
 		id := strings.TrimPrefix(p, "/volume/v3/p1/snapshots/")
 		st, ok := f.snapshots[id]

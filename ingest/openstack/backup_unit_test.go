@@ -15,7 +15,10 @@ import (
 	"github.com/cairn-backup/cairn/repo"
 )
 
-func init() { pollInterval, maxPoll = 5*time.Millisecond, 20*time.Millisecond }
+func init() {
+	pollInterval, maxPoll = 5*time.Millisecond, 20*time.Millisecond
+	settleTime = 50 * time.Millisecond
+}
 
 func fakeBackup(t *testing.T, f *bkFake, to Timeouts) ([]ServerResult, error, string) {
 	t.Helper()
@@ -142,6 +145,27 @@ func TestBackupEmptyRootSnapshot(t *testing.T) {
 				t.Errorf("journal left: %v", left)
 			}
 		})
+	}
+}
+
+// A snapshot request whose connection dies without an answer, and whose
+// snapshot the API creates only afterwards (SIGTERM or a network cut in
+// mid-request): the backup fails, waits for the create to settle, finds
+// the snapshot by its name and deletes it.
+func TestBackupLostAnswerLateResource(t *testing.T) {
+	f := newBkFake(t)
+	f.lateSnapshot = settleTime / 2
+	res, _, dir := fakeBackup(t, f, Timeouts{})
+	if res[0].Step != "snapshot" {
+		t.Fatalf("result %+v; want a failure at the snapshot step", res[0])
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.snapshots) != 0 || len(f.deleted) != 1 || f.deleted[0] != "snap1" {
+		t.Errorf("snapshots left %v, deleted %v; want the late snapshot snap1 found by name and deleted", f.snapshots, f.deleted)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.journal")); len(left) != 0 {
+		t.Errorf("journal left: %v", left)
 	}
 }
 
