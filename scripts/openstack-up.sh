@@ -36,10 +36,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 STATE=${CAIRN_OS_STATE:-/var/lib/openstack-lite}
 PASS=${CAIRN_OS_PASSWORD:-secret}
 HOST=127.0.0.1
-# Nova's stock fake driver; CAIRN_OS_SNAPSHOT_DRIVER=1 tries the unfinished
-# snapshot-uploading subclass (scripts/openstack/cairn_fakevirt.py)
-NOVA_COMPUTE_DRIVER=fake.FakeDriver
-[[ "${CAIRN_OS_SNAPSHOT_DRIVER:-}" == 1 ]] && NOVA_COMPUTE_DRIVER=cairn_fakevirt.SnapshotFakeDriver
+# Nova's fake driver plus image snapshots that carry the base image's bytes
+# (scripts/openstack/cairn_fakevirt.py)
+NOVA_COMPUTE_DRIVER=cairn_fakevirt.SnapshotFakeDriver
 CLOUD=openstack-lite
 ALT=cairn-alt
 NFS_SHARE="$HOST:/cinder-share"
@@ -264,6 +263,17 @@ start_nova() {
   launch nova-conductor nova-conductor --config-file "$conf"
   launch nova-scheduler nova-scheduler --config-file "$conf"
   cp "$HERE/openstack/cairn_fakevirt.py" "$STATE/python/"
+  # A nova-compute started with another driver or config (an older checkout,
+  # the stock fake driver) is restarted, alone: the other services keep
+  # running. Servers it knew stay in the database; the fake driver forgets
+  # them, so only servers created after the restart can be snapshotted.
+  local sum
+  sum=$(cat "$conf" "$STATE/python/cairn_fakevirt.py" | sha256sum | cut -d' ' -f1)
+  if alive nova-compute && [[ $(cat "$STATE/run/nova-compute.sum" 2>/dev/null) != "$sum" ]]; then
+    log "nova-compute runs another driver or config: restarting it"
+    stop nova-compute
+  fi
+  echo "$sum" >"$STATE/run/nova-compute.sum"
   # the nova-compute package would pull libvirt; python3-nova has the service
   # Nova loads compute_driver as nova.virt.<name>: alias our module there
   # (after nova.cmd, which monkey-patches eventlet first)

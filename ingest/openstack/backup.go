@@ -46,17 +46,20 @@ type Event struct {
 
 // ServerResult is the outcome of one server's backup.
 type ServerResult struct {
-	Server      string             `json:"server"`
-	ServerID    string             `json:"server_id"`
-	Project     string             `json:"project_id"`
-	PointID     string             `json:"restore_point,omitempty"`
-	Consistency string             `json:"consistency,omitempty"`
-	Method      string             `json:"method,omitempty"`
-	Warnings    []string           `json:"warnings,omitempty"`
-	Summary     *ingest.Summary    `json:"summary,omitempty"`
-	Step        string             `json:"failed_step,omitempty"`
-	Error       string             `json:"error,omitempty"`
-	Timings     map[string]float64 `json:"timings_seconds"` // cloud steps and ingest
+	Server      string          `json:"server"`
+	ServerID    string          `json:"server_id"`
+	Project     string          `json:"project_id"`
+	PointID     string          `json:"restore_point,omitempty"`
+	Consistency string          `json:"consistency,omitempty"`
+	Method      string          `json:"method,omitempty"`
+	Warnings    []string        `json:"warnings,omitempty"`
+	Summary     *ingest.Summary `json:"summary,omitempty"`
+	Step        string          `json:"failed_step,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	// Timings are seconds per step: inspect, quota, snapshot, transfer,
+	// and within transfer the cloud's clone and upload and cairn's ingest,
+	// of which ingest_wait is spent waiting for disks still being prepared.
+	Timings map[string]float64 `json:"timings_seconds"`
 }
 
 // StepError names the server and the step that failed.

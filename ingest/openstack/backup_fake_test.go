@@ -26,10 +26,23 @@ type bkFake struct {
 	snapshots      map[string]string // id -> status
 	deleted        []string
 	n              int
+
+	// rootSnapshot, when set, makes s1 an image-backed server (base image
+	// img0, volume v2 attached) whose Nova image snapshot ends as the
+	// driver leaves it: "queued" (nothing uploaded, the server's task
+	// over) or "empty" (active with 0 bytes).
+	rootSnapshot string
+	images       map[string]bool // Nova snapshot images not yet deleted
+
+	// lateSnapshot, when set, drops the connection of the first snapshot
+	// request without an answer and creates the snapshot that long
+	// after (an API that goes on with a request whose client is gone).
+	lateSnapshot time.Duration
+	snapNames    map[string]string // id -> name
 }
 
 func newBkFake(t *testing.T) *bkFake {
-	f := &bkFake{t: t, snapshotStatus: "available", snapshots: map[string]string{},
+	f := &bkFake{t: t, snapshotStatus: "available", snapshots: map[string]string{}, images: map[string]bool{},
 		quota: map[string][3]int{"snapshots": {10, 0, 0}, "volumes": {10, 2, 0}, "gigabytes": {1000, 2, 0}}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
@@ -70,6 +83,11 @@ func (f *bkFake) serve(w http.ResponseWriter, r *http.Request) {
 			"image": "", "metadata": map[string]string{}, "tags": []string{},
 			"flavor":                               map[string]any{"original_name": "m1", "vcpus": 1, "ram": 256, "disk": 1, "extra_specs": map[string]string{}},
 			"os-extended-volumes:volumes_attached": []map[string]any{{"id": "v1"}, {"id": "v2"}}}
+		if f.rootSnapshot != "" {
+			s["image"] = map[string]any{"id": "img0"}
+			s["os-extended-volumes:volumes_attached"] = []map[string]any{{"id": "v2"}}
+			s["OS-EXT-STS:task_state"] = nil // the snapshot task is over
+		}
 		if p == "/compute/v2.1/servers/s1" {
 			f.reply(w, 200, map[string]any{"server": s})
 		} else {
@@ -100,10 +118,34 @@ func (f *bkFake) serve(w http.ResponseWriter, r *http.Request) {
 		json.NewDecoder(r.Body).Decode(&b)
 		f.n++
 		id := fmt.Sprintf("snap%d", f.n)
+		if f.snapNames == nil {
+			f.snapNames = map[string]string{}
+		}
+		f.snapNames[id] = b.Snapshot.Name
+		if f.lateSnapshot > 0 {
+			late := f.lateSnapshot
+			f.lateSnapshot = 0
+			time.AfterFunc(late, func() {
+				f.mu.Lock()
+				f.snapshots[id] = f.snapshotStatus
+				f.mu.Unlock()
+			})
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
 		f.snapshots[id] = f.snapshotStatus
 		f.reply(w, 202, map[string]any{"snapshot": map[string]any{"id": id, "name": b.Snapshot.Name, "status": "creating", "volume_id": b.Snapshot.VolumeID}})
-	case r.Method == "GET" && p == "/volume/v3/p1/snapshots": // lookup by name: never created
-		f.reply(w, 200, map[string]any{"snapshots": []any{}})
+	case r.Method == "GET" && p == "/volume/v3/p1/snapshots": // lookup by name
+		list := []any{}
+		for id, st := range f.snapshots {
+			if name := f.snapNames[id]; name == r.URL.Query().Get("name") {
+				list = append(list, map[string]any{"id": id, "name": name, "status": st})
+			}
+		}
+		f.reply(w, 200, map[string]any{"snapshots": list})
 	case r.Method == "GET" && strings.HasPrefix(p, "/volume/v3/p1/snapshots/"):
 		id := strings.TrimPrefix(p, "/volume/v3/p1/snapshots/")
 		st, ok := f.snapshots[id]
@@ -119,8 +161,32 @@ func (f *bkFake) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(202)
 	case r.Method == "GET" && p == "/volume/v3/p1/messages":
 		f.reply(w, 200, map[string]any{"messages": []map[string]any{{"user_message": "create snapshot: the backend does not support snapshots of in-use volumes"}}})
+	case r.Method == "GET" && p == "/image/" && f.rootSnapshot != "": // version discovery
+		f.reply(w, 300, map[string]any{"versions": []map[string]any{{"id": "v2.16", "status": "CURRENT",
+			"links": []map[string]string{{"rel": "self", "href": f.srv.URL + "/image/v2/"}}}}})
 	case r.Method == "GET" && (p == "/image/" || p == "/network/"): // version discovery
 		f.reply(w, 300, map[string]any{"versions": []any{}})
+	case r.Method == "GET" && p == "/image/v2/images/img0":
+		f.reply(w, 200, map[string]any{"id": "img0", "name": "base", "status": "active", "disk_format": "raw", "size": 1 << 20, "os_distro": "x"})
+	case r.Method == "POST" && p == "/compute/v2.1/servers/s1/action" && f.rootSnapshot != "":
+		f.n++
+		id := fmt.Sprintf("snapimg%d", f.n)
+		f.images[id] = true
+		f.reply(w, 202, map[string]any{"image_id": id})
+	case strings.HasPrefix(p, "/image/v2/images/snapimg"):
+		id := strings.TrimPrefix(p, "/image/v2/images/")
+		switch {
+		case !f.images[id]:
+			f.reply(w, 404, map[string]any{"message": "not found"})
+		case r.Method == "DELETE":
+			delete(f.images, id)
+			f.deleted = append(f.deleted, id)
+			w.WriteHeader(204)
+		case f.rootSnapshot == "queued":
+			f.reply(w, 200, map[string]any{"id": id, "status": "queued", "size": nil, "disk_format": nil})
+		default:
+			f.reply(w, 200, map[string]any{"id": id, "status": "active", "size": 0, "disk_format": "raw"})
+		}
 	case r.Method == "GET" && p == "/network/v2.0/ports":
 		f.reply(w, 200, map[string]any{"ports": []any{}})
 	default:

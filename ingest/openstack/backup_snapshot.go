@@ -278,8 +278,8 @@ func (cl *Cloud) waitServerImage(ctx context.Context, serverID, imageID string, 
 		}
 		return im.Status, nil
 	}, []string{"active"}, []string{"killed", "deleted", "deactivated", "empty"})
-	if err != nil && im != nil && im.Status == "queued" {
-		return im, fmt.Errorf("%w: Nova finished the snapshot but the image never received data (the hypervisor driver does not upload disk snapshots)", err)
+	if idle >= 3 {
+		return im, fmt.Errorf("image %s is still queued though Nova finished the snapshot of server %s: the image never received data (the hypervisor driver does not upload disk snapshots)", imageID, serverID)
 	}
 	return im, err
 }

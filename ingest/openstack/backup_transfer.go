@@ -71,8 +71,11 @@ func (sj *serverJob) transfer(ctx context.Context) error {
 		o.Progress = b.o.Progress(s)
 	}
 	for _, d := range sj.disks {
-		sj.def.Disks = append(sj.def.Disks, DiskDef{Name: d.name, VolumeID: volID(d), SnapshotID: d.snapshot.ID,
-			ImageID: s.ImageID, Device: devOf(d), BootIndex: d.bootIndex, Size: d.size})
+		dd := DiskDef{Name: d.name, VolumeID: volID(d), SnapshotID: d.snapshot.ID, Device: devOf(d), BootIndex: d.bootIndex, Size: d.size}
+		if d.vol == nil { // only the image-backed root disk comes from the image
+			dd.ImageID = s.ImageID
+		}
+		sj.def.Disks = append(sj.def.Disks, dd)
 		o.Disks = append(o.Disks, ingest.DiskSpec{Name: d.name, Path: d.origin(), Open: sj.opener(ctx, d)})
 	}
 	o.Definition = mustJSON(sj.def)
@@ -256,11 +259,13 @@ func (sj *serverJob) opener(ctx context.Context, d *diskJob) func() (source.Sour
 	return func() (source.Source, error) {
 		open := func() (io.ReadCloser, error) {
 			if d.ready != nil {
+				start := time.Now()
 				select {
 				case <-d.ready:
 				case <-ctx.Done():
 					return nil, ctx.Err()
 				}
+				sj.time("ingest_wait", time.Since(start))
 				if d.err != nil {
 					return nil, d.err
 				}

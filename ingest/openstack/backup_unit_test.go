@@ -15,7 +15,10 @@ import (
 	"github.com/cairn-backup/cairn/repo"
 )
 
-func init() { pollInterval, maxPoll = 5*time.Millisecond, 20*time.Millisecond }
+func init() {
+	pollInterval, maxPoll = 5*time.Millisecond, 20*time.Millisecond
+	settleTime = 50 * time.Millisecond
+}
 
 func fakeBackup(t *testing.T, f *bkFake, to Timeouts) ([]ServerResult, error, string) {
 	t.Helper()
@@ -108,6 +111,61 @@ func TestBackupStatusTimeoutThenCleanup(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(dir, "*.journal")); len(left) != 0 {
 		t.Errorf("journal left after cleanup: %v", left)
+	}
+}
+
+// An image-backed server whose Nova image snapshot receives no data (a
+// hypervisor driver that does not upload, or uploads nothing): the backup
+// fails at the snapshot step with an error that says so, deletes the
+// image, and takes no volume snapshot.
+func TestBackupEmptyRootSnapshot(t *testing.T) {
+	for mode, want := range map[string]string{
+		"queued": "never received data",
+		"empty":  "holds no data",
+	} {
+		t.Run(mode, func(t *testing.T) {
+			f := newBkFake(t)
+			f.rootSnapshot = mode
+			res, err, dir := fakeBackup(t, f, Timeouts{})
+			if !errors.Is(err, ErrSomeFailed) || res[0].Step != "snapshot" || !strings.Contains(res[0].Error, want) ||
+				!strings.Contains(res[0].Error, "web1") {
+				t.Fatalf("err %v, result %+v; want a failure at the snapshot step saying %q", err, res[0], want)
+			}
+			t.Logf("error: %s", res[0].Error)
+			if res[0].Method != MethodNovaImage {
+				t.Errorf("method %q, want %s", res[0].Method, MethodNovaImage)
+			}
+			if len(f.images) != 0 || len(f.deleted) != 1 {
+				t.Errorf("snapshot images left %v, deleted %v; want the one image deleted", f.images, f.deleted)
+			}
+			if len(f.snapshots) != 0 {
+				t.Errorf("volume snapshots %v taken after the root snapshot failed", f.snapshots)
+			}
+			if left, _ := filepath.Glob(filepath.Join(dir, "*.journal")); len(left) != 0 {
+				t.Errorf("journal left: %v", left)
+			}
+		})
+	}
+}
+
+// A snapshot request whose connection dies without an answer, and whose
+// snapshot the API creates only afterwards (SIGTERM or a network cut in
+// mid-request): the backup fails, waits for the create to settle, finds
+// the snapshot by its name and deletes it.
+func TestBackupLostAnswerLateResource(t *testing.T) {
+	f := newBkFake(t)
+	f.lateSnapshot = settleTime / 2
+	res, _, dir := fakeBackup(t, f, Timeouts{})
+	if res[0].Step != "snapshot" {
+		t.Fatalf("result %+v; want a failure at the snapshot step", res[0])
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.snapshots) != 0 || len(f.deleted) != 1 || f.deleted[0] != "snap1" {
+		t.Errorf("snapshots left %v, deleted %v; want the late snapshot snap1 found by name and deleted", f.snapshots, f.deleted)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*.journal")); len(left) != 0 {
+		t.Errorf("journal left: %v", left)
 	}
 }
 

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/snapshots"
+	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+	"github.com/gophercloud/gophercloud/v2/pagination"
 	"golang.org/x/sys/unix"
 )
 
@@ -105,44 +108,58 @@ func isTempName(n string) bool {
 	return strings.HasPrefix(n, TempPrefix) || strings.HasPrefix(n, "snapshot for "+TempPrefix)
 }
 
+// listPage is the page size cleanup asks for; a cloud may cap it lower
+// (Cinder's osapi_max_limit, Glance's api_limit_max) and the pagers then
+// follow its next links.
+const listPage = 500
+
 // listMarked lists the volumes, snapshots and images that carry cairn's
 // temporary name prefix (and, for volumes and snapshots, its marker
-// metadata or Nova's name for the snapshots of a cairn image).
+// metadata or Nova's name for the snapshots of a cairn image). Every page
+// is read: a project with more resources than one page holds still has
+// all its leftovers found.
 func (cl *Cloud) listMarked(ctx context.Context) ([]Temp, error) {
 	var out []Temp
-	q := url.Values{}
-	if cl.IsAdmin() || cl.System {
-		q.Set("all_tenants", "1")
+	all := cl.IsAdmin() || cl.System
+	marked := func(kind, id, name string, meta map[string]string) {
+		if isTempName(name) && (meta[MetaTemporary] == "true" || strings.HasPrefix(name, "snapshot for ")) {
+			out = append(out, Temp{Kind: kind, Name: name, ID: id, Server: meta[MetaServer]})
+		}
 	}
-	for _, kind := range []string{KindSnapshot, KindVolume} {
-		var b map[string][]struct {
-			ID       string            `json:"id"`
-			Name     string            `json:"name"`
-			Metadata map[string]string `json:"metadata"`
-			Project  string            `json:"os-extended-snapshot-attributes:project_id"`
-		}
-		if err := getJSON(ctx, cl.Volume, kind+"s/detail?"+q.Encode(), &b); err != nil {
-			return nil, fmt.Errorf("list %ss: %s", kind, apiMessage(err))
-		}
-		for _, r := range b[kind+"s"] {
-			if isTempName(r.Name) && (r.Metadata[MetaTemporary] == "true" || strings.HasPrefix(r.Name, "snapshot for ")) {
-				out = append(out, Temp{Kind: kind, Name: r.Name, ID: r.ID, Server: r.Metadata[MetaServer]})
+	err := snapshots.List(cl.Volume, snapshots.ListOpts{AllTenants: all, Limit: listPage}).EachPage(ctx,
+		func(_ context.Context, p pagination.Page) (bool, error) {
+			ss, err := snapshots.ExtractSnapshots(p)
+			for _, s := range ss {
+				marked(KindSnapshot, s.ID, s.Name, s.Metadata)
 			}
-		}
+			return true, err
+		})
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %s", apiMessage(err))
 	}
-	var b struct {
-		Images []struct {
-			ID   string `json:"id"`
-			Name string `json:"name"`
-		} `json:"images"`
+	err = volumes.List(cl.Volume, volumes.ListOpts{AllTenants: all, Limit: listPage}).EachPage(ctx,
+		func(_ context.Context, p pagination.Page) (bool, error) {
+			vs, err := volumes.ExtractVolumes(p)
+			for _, v := range vs {
+				marked(KindVolume, v.ID, v.Name, v.Metadata)
+			}
+			return true, err
+		})
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %s", apiMessage(err))
 	}
-	if err := getJSON(ctx, cl.Image, "images?limit=1000", &b); err != nil {
+	err = images.List(cl.Image, images.ListOpts{Limit: listPage}).EachPage(ctx,
+		func(_ context.Context, p pagination.Page) (bool, error) {
+			is, err := images.ExtractImages(p)
+			for _, im := range is {
+				if isTempName(im.Name) {
+					out = append(out, Temp{Kind: KindImage, Name: im.Name, ID: im.ID})
+				}
+			}
+			return true, err
+		})
+	if err != nil {
 		return nil, fmt.Errorf("list images: %s", apiMessage(err))
-	}
-	for _, im := range b.Images {
-		if isTempName(im.Name) {
-			out = append(out, Temp{Kind: KindImage, Name: im.Name, ID: im.ID})
-		}
 	}
 	sortForDeletion(out)
 	return out, nil

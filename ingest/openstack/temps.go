@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -21,21 +22,65 @@ type temps struct {
 	cl *Cloud
 	j  *Journal
 	to Timeouts
+
+	mu        sync.Mutex
+	uncertain map[string]time.Time // tempKey of an intent -> when its create failed without an answer
 }
 
-// create journals t, runs do, and journals the id it returns. On error
-// the intent stays: the request may have created the resource anyway
-// (a lost answer), and release will look it up by name.
+// createTimeout bounds a create request that runs on after SIGINT/SIGTERM;
+// settleTime is how long after a create failed without an answer its
+// resource may still appear (the API goes on with a request whose client
+// is gone: cinder-api created a Glance image 0.5 s after cairn had looked
+// for it by name and found nothing). Tests shorten settleTime.
+var createTimeout, settleTime = 2 * time.Minute, 20 * time.Second
+
+// create journals t, runs do, and journals the id it returns. The
+// request is not abandoned when ctx is cancelled (SIGINT): it is short,
+// and its answer is the only reliable way to learn the id of what the
+// cloud creates. On an error without a definite refusal (no answer, a
+// 5xx) the intent stays, as the resource may exist anyway, and release
+// looks it up by name once it had time to appear; a 4xx means nothing
+// was created.
 func (tm *temps) create(ctx context.Context, t Temp, do func(context.Context) (string, error)) (Temp, error) {
 	if err := tm.j.Intent(t); err != nil {
 		return t, err
 	}
-	id, err := do(ctx)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+	defer cancel()
+	id, err := do(cctx)
 	if err != nil {
+		if st := httpStatus(err); st >= 400 && st < 500 {
+			return t, errors.Join(err, tm.j.Deleted(t))
+		}
+		tm.mu.Lock()
+		if tm.uncertain == nil {
+			tm.uncertain = map[string]time.Time{}
+		}
+		tm.uncertain[tempKey(t)] = time.Now()
+		tm.mu.Unlock()
 		return t, err
 	}
 	t.ID = id
 	return t, tm.j.Created(t)
+}
+
+// settle waits until every create of ts that failed without an answer
+// had settleTime to take effect, so that looking it up by name finds it.
+func (tm *temps) settle(ctx context.Context, ts []Temp) {
+	tm.mu.Lock()
+	var until time.Time
+	for _, t := range ts {
+		if at, ok := tm.uncertain[tempKey(t)]; ok && t.ID == "" && at.Add(settleTime).After(until) {
+			until = at.Add(settleTime)
+		}
+	}
+	tm.mu.Unlock()
+	if d := time.Until(until); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
 }
 
 // adopt journals a temporary that someone else created for cairn (Nova's
@@ -45,17 +90,20 @@ func (tm *temps) adopt(t Temp) error { return tm.j.Created(t) }
 // release deletes t and waits until it is gone. It runs even after ctx
 // was cancelled (SIGINT), with its own time limit.
 func (tm *temps) release(ctx context.Context, t Temp) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tm.to.Delete+time.Minute)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tm.to.Delete+time.Minute+settleTime)
 	defer cancel()
+	tm.settle(ctx, []Temp{t})
 	return releaseTemp(ctx, tm.cl, tm.j, t, tm.to)
 }
 
 // releaseServer deletes every live temporary of one server in dependency
 // order, even after ctx was cancelled.
 func (tm *temps) releaseServer(ctx context.Context, serverID string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*tm.to.Delete+time.Minute)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*tm.to.Delete+time.Minute+settleTime)
 	defer cancel()
-	return releaseAll(ctx, tm.cl, serverJournal{tm.j, serverID}, tm.to)
+	sj := serverJournal{tm.j, serverID}
+	tm.settle(ctx, sj.Live())
+	return releaseAll(ctx, tm.cl, sj, tm.to)
 }
 
 // serverJournal is the view of a journal limited to one server.

@@ -244,9 +244,9 @@ instances_path = $STATE/nova/instances
 log_dir = $STATE/log
 transport_url = rabbit://guest:guest@$HOST:5672/
 # in-memory hypervisor: servers go ACTIVE, Cinder attachments are real.
-# Nova's stock fake driver does not upload image snapshots; the subclass in
-# scripts/openstack/ that should do so does not work yet (its snapshot holds
-# no data), so it is not enabled: set CAIRN_OS_SNAPSHOT_DRIVER=1 to try it.
+# Nova's stock fake driver never uploads image snapshots; ours (a subclass,
+# scripts/openstack/cairn_fakevirt.py) uploads the base image's bytes, which
+# is what an untouched image-backed root disk holds.
 compute_driver = $NOVA_COMPUTE_DRIVER
 rootwrap_config = /etc/nova/rootwrap.conf
 [api]

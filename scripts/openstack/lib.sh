@@ -18,6 +18,24 @@ launch() {
   log "started $name (pid $!)"
 }
 
+# stop NAME: stop the recorded process of NAME and its descendants (TERM,
+# then KILL after 12 s) and forget its PID; nothing else is touched.
+stop() {
+  local f=$STATE/run/$1.pid pids p left i
+  alive "$1" || { rm -f "$f"; return 0; }
+  p=$(cat "$f")
+  pids=($(descendants "$p") "$p")
+  kill -TERM "${pids[@]}" 2>/dev/null
+  for ((i = 0; i < 24; i++)); do
+    left=(); for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && left+=("$p"); done
+    (( ${#left[@]} )) || break
+    sleep 0.5
+  done
+  (( ${#left[@]} )) && kill -KILL "${left[@]}" 2>/dev/null
+  rm -f "$f"
+  log "stopped $1"
+}
+
 # died NAME LOGFILE: report a service that exited, with the end of its log.
 died() { echo "openstack-up: $1 exited; last lines of $2:" >&2; tail -25 "$2" >&2; exit 1; }
 
