@@ -38,10 +38,20 @@ type PlannedFlavor struct {
 	Why   string `json:"why"`
 }
 
-// PlannedSG is a security group of the target project.
+// PlannedSG is a security group of the target project: an existing one
+// ("use"), or one recreated from the rules the restore point captured
+// ("create": the group is gone, or the target is another project).
 type PlannedSG struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
+	ID     string `json:"id,omitempty"` // empty until a recreated group exists
+	Name   string `json:"name"`
+	Action string `json:"action"` // "use" or "create"
+	Rules  int    `json:"rules,omitempty"`
+	Why    string `json:"why,omitempty"`
+
+	source   *SecurityGroup // captured group, for "create"
+	sourceID string         // its ID in the captured project
+	rules    []sgRule       // the captured rules it gets back
+	defaults []sgRuleID     // rules Neutron gave the recreated group
 }
 
 // PlannedNIC is one network interface, in the original order.
@@ -49,11 +59,16 @@ type PlannedNIC struct {
 	NetworkID    string `json:"network_id"`
 	NetworkName  string `json:"network_name"`
 	FixedIP      string `json:"fixed_ip,omitempty"`
+	MAC          string `json:"mac_address,omitempty"` // kept from the captured port
 	PortSecurity bool   `json:"port_security"`
-	// OwnPort: cairn creates the port itself, with the planned security
-	// groups, or without any when port security is disabled (Nova refuses
-	// a server whose requested groups cannot apply to one of its ports).
+	// OwnPort: cairn creates the port itself (to set its MAC address, or
+	// without security groups on a network without port security while the
+	// server has groups); otherwise Nova creates it from the server request.
 	OwnPort bool `json:"own_port"`
+	// DeletedWithServer: Nova deletes the port when the server is deleted
+	// (only ports Nova created itself).
+	DeletedWithServer bool   `json:"deleted_with_server"`
+	PortWhy           string `json:"port_why,omitempty"`
 }
 
 // PlannedVolume is one volume with its place in the server.
