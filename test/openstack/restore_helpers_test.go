@@ -235,15 +235,31 @@ func (a api) inventory() inventory {
 	return inv
 }
 
-// sameInventory fails the test when after differs from before.
+// sameInventory fails the test when after holds anything before did not:
+// what a restore left behind. (What vanished meanwhile is not the
+// restore's doing: it never deletes what existed before it; the cloud is
+// shared with other tests that come and go.)
 func sameInventory(t testing.TB, before, after inventory) {
 	t.Helper()
 	for _, kind := range []string{"image", "volume", "attachment", "server", "port", "keypair"} {
-		b, a := strings.Join(before[kind], "\n"), strings.Join(after[kind], "\n")
-		if a != b {
-			t.Errorf("%ss left behind or missing:\nbefore:\n%s\nafter:\n%s", kind, b, a)
+		if added := addedItems(before[kind], after[kind]); len(added) > 0 {
+			t.Errorf("%ss left behind:\n%s", kind, strings.Join(added, "\n"))
 		}
 	}
+}
+
+func addedItems(before, after []string) []string {
+	had := map[string]bool{}
+	for _, x := range before {
+		had[x] = true
+	}
+	var out []string
+	for _, x := range after {
+		if !had[x] {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // rsDiskImage writes a sparse raw image of size bytes with random data at
