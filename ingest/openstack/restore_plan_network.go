@@ -24,7 +24,7 @@ type neutronNet struct {
 // Who creates the port decides what happens when the server is deleted
 // later: Nova deletes the ports it created itself and keeps (unbinds) every
 // port it was handed (its preserve_on_delete, set for each requested
-// port_id and never cleared; no microversion up to 2.100 changes that).
+// port_id and never cleared; no compute API microversion changes that).
 // So Nova creates every port it can: fixed IPs go in the server request,
 // security groups are the server's. cairn creates a port itself only when
 // Nova cannot: to set a MAC address, or on a network without port security
