@@ -141,30 +141,6 @@ func getPort(a api, id string) (*portInfo, error) {
 	return &b.Port, err
 }
 
-// noOwnLeaks fails the test when something appeared since before that
-// belongs to this test (named after prefix, a restore temporary, or a port
-// of the restored server): other engineers' tests share the cloud.
-func noOwnLeaks(t *testing.T, a api, before inventory, prefix string, res *openstack.RestoreResult) {
-	t.Helper()
-	after := a.inventory()
-	for _, kind := range []string{"image", "volume", "server", "keypair"} {
-		for _, x := range addedItems(before[kind], after[kind]) {
-			if strings.Contains(x, prefix) || strings.Contains(x, "cairn-tmp-restore-") {
-				t.Errorf("%s left behind: %s", kind, x)
-			}
-		}
-	}
-	for _, id := range addedItems(before["port"], after["port"]) {
-		p, err := getPort(a, id)
-		if err != nil {
-			continue
-		}
-		if strings.HasPrefix(p.Name, prefix) || (res != nil && res.Server != nil && p.DeviceID == res.Server.ID) {
-			t.Errorf("port left behind: %+v", p)
-		}
-	}
-}
-
 // TestRestoreNetworkIdentity: MAC addresses (kept, in use, --new-mac,
 // refused by policy), ports deleted with the restored server, security
 // groups recreated from the restore point, and rollback of both.

@@ -274,7 +274,7 @@ func TestRestoreVM(t *testing.T) {
 			t.Errorf("ports %+v: want one port with the original MAC address %s", res.Ports, src.mac)
 		}
 		removeRestored(a, res)
-		sameInventory(t, before, a.inventory())
+		noOwnLeaks(t, a, before, src.name, res)
 	})
 
 	t.Run("dry run creates nothing", func(t *testing.T) {
@@ -289,7 +289,7 @@ func TestRestoreVM(t *testing.T) {
 			pl.KeypairAction != "use" || len(pl.Networks) != 1 || pl.Networks[0].FixedIP != src.fixedIP || len(pl.Checks) == 0 {
 			t.Errorf("plan %+v", pl)
 		}
-		sameInventory(t, before, a.inventory())
+		noOwnLeaks(t, a, before, src.name, nil)
 	})
 
 	t.Run("cli dry run with json", func(t *testing.T) {
@@ -376,8 +376,9 @@ func TestRestoreVM(t *testing.T) {
 			t.Errorf("volume in project %s, want %s", vol.Volume.Project, alt.ProjectID())
 		}
 		removeRestored(a, res)
+		done := res
 		res = nil
-		sameInventory(t, before, a.inventory())
+		noOwnLeaks(t, a, before, src.name, done)
 	})
 
 	t.Run("missing flavor and deleted key pair", func(t *testing.T) {
