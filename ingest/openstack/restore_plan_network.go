@@ -99,6 +99,21 @@ func (rs *restorer) planNetworks(ctx context.Context, pl *RestorePlan) error {
 		nic.DeletedWithServer = !nic.OwnPort
 		pl.Networks = append(pl.Networks, nic)
 	}
+	// Nova refuses server-level security groups as soon as one requested
+	// network lacks port security, even for ports handed to it: then the
+	// groups go on ports cairn creates, all of them.
+	noSec := false
+	for _, n := range pl.Networks {
+		noSec = noSec || !n.PortSecurity
+	}
+	if noSec && len(pl.SecurityGroups) > 0 {
+		for i := range pl.Networks {
+			if n := &pl.Networks[i]; !n.OwnPort {
+				n.OwnPort, n.DeletedWithServer = true, false
+				n.PortWhy = "cairn creates it with the security groups (Nova refuses groups for a server with a port without port security); Nova keeps it when the server is deleted"
+			}
+		}
+	}
 	return nil
 }
 

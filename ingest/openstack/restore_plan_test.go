@@ -228,6 +228,14 @@ func TestPlanNetworks(t *testing.T) {
 	if err != nil || !pl.Networks[0].OwnPort || pl.Networks[0].PortSecurity || !strings.Contains(strings.Join(pl.Warnings, ";"), "port security disabled") {
 		t.Fatalf("network without port security: %v %+v", err, pl)
 	}
+	pl, err = runPlan(t, ans, planPoint(t), RestoreVMOptions{NewMAC: true, Networks: []NetworkChoice{{Network: "net-1"}, {Network: "open"}}})
+	if err != nil || len(pl.Networks) != 2 || !pl.Networks[0].OwnPort || pl.Networks[0].DeletedWithServer {
+		t.Fatalf("with groups and a network without port security, Nova takes no groups: every port is cairn's: %v %+v", err, pl.Networks)
+	}
+	pl, err = runPlan(t, ans, planPoint(t), RestoreVMOptions{NewMAC: true})
+	if err != nil || pl.Networks[0].OwnPort {
+		t.Fatalf("without such a network Nova creates the port: %v %+v", err, pl.Networks)
+	}
 	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{Networks: []NetworkChoice{{Network: "ghost"}}}); err == nil {
 		t.Fatal("unknown network accepted")
 	}
