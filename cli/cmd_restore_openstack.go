@@ -26,8 +26,10 @@ func restoreVMCommand() *ucli.Command {
 			"device layout, security groups, metadata, tags, key pair (recreated from the stored public key\n" +
 			"when missing) and networks (the original ones, or --network). On its original network a port\n" +
 			"keeps its captured MAC address (licences, DHCP reservations) unless --new-mac; such a port is\n" +
-			"created by cairn, and Nova keeps ports it did not create when the server is deleted. Every\n" +
-			"other port is created by Nova and deleted with the server. A security group the project lacks\n" +
+			"created by cairn, and Nova keeps ports it did not create when the server is deleted. Other\n" +
+			"ports are created by Nova and deleted with the server (but when one network has port security\n" +
+			"disabled and the server has security groups, Nova refuses the groups: cairn creates all ports\n" +
+			"then, and says so in the plan). A security group the project lacks\n" +
 			"(deleted, or another project) is recreated from its captured rules. Networks with port security\n" +
 			"disabled get a port without security groups. Temporary images and attachments are always\n" +
 			"deleted; on failure or Ctrl-C everything created is removed unless --keep-on-failure.\n\n" +
@@ -39,7 +41,7 @@ func restoreVMCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "name", Usage: "server `NAME` (default: the original name; must be free in the project)"},
 			&ucli.StringSliceFlag{Name: "network", Usage: "attach to `NET[=FIXED_IP]` (name or ID; repeat, in order); default: the original networks"},
 			&ucli.BoolFlag{Name: "no-network", Usage: "boot without any network"},
-			&ucli.BoolFlag{Name: "new-mac", Usage: "give the ports new MAC addresses even on the original networks (Nova then creates the ports and deletes them with the server)"},
+			&ucli.BoolFlag{Name: "new-mac", Usage: "give the ports new MAC addresses even on the original networks (Nova then creates the ports where it can and deletes them with the server)"},
 			&ucli.StringFlag{Name: "flavor", Usage: "flavor `NAME` or ID (default: the captured one, or one with the same vCPUs/RAM/disk)"},
 			&ucli.StringSliceFlag{Name: "security-group", Usage: "security group `NAME` or ID (repeat); default: the captured ones"},
 			&ucli.StringFlag{Name: "keypair", Usage: "existing key pair `NAME` (default: the captured one, recreated from its stored public key if needed)"},
