@@ -438,9 +438,22 @@ func TestRestoreVM(t *testing.T) {
 		if dev[vr.Volumes[0].ID] == "" {
 			t.Errorf("restored volume not attached to the server: %v", dev)
 		}
+		// exactly one new volume of ours and no temporary (others' tests
+		// create and delete on the same cloud meanwhile)
 		after := a.inventory()
-		if len(after["volume"]) != len(before["volume"])+1 || len(after["image"]) != len(before["image"]) {
-			t.Errorf("volumes %d -> %d, images %d -> %d", len(before["volume"]), len(after["volume"]), len(before["image"]), len(after["image"]))
+		var ours []string
+		for _, x := range addedItems(before["volume"], after["volume"]) {
+			if strings.Contains(x, src.name) || strings.Contains(x, "cairn-tmp-restore-") {
+				ours = append(ours, x)
+			}
+		}
+		for _, x := range addedItems(before["image"], after["image"]) {
+			if strings.Contains(x, "cairn-tmp-restore-") {
+				ours = append(ours, x)
+			}
+		}
+		if len(ours) != 1 || !strings.HasPrefix(ours[0], vr.Volumes[0].ID+" ") {
+			t.Errorf("new volumes and images of the restore: %v; want only volume %s", ours, vr.Volumes[0].ID)
 		}
 		a.must("DELETE", "compute", "servers/"+res.Server.ID+"/os-volume_attachments/"+vr.Volumes[0].ID, nil, nil)
 		a.volumeGone(vr.Volumes[0].ID)
