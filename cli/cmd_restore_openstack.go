@@ -24,7 +24,13 @@ func restoreVMCommand() *ucli.Command {
 			"attachment to this host (--transfer attach: RBD via the rbd tool, NFS when the share is mounted here).\n" +
 			"Then boots the server from those volumes with the captured flavor (or one of the same size),\n" +
 			"device layout, security groups, metadata, tags, key pair (recreated from the stored public key\n" +
-			"when missing) and networks (the original ones, or --network). Networks with port security\n" +
+			"when missing) and networks (the original ones, or --network). On its original network a port\n" +
+			"keeps its captured MAC address (licences, DHCP reservations) unless --new-mac; such a port is\n" +
+			"created by cairn, and Nova keeps ports it did not create when the server is deleted. Other\n" +
+			"ports are created by Nova and deleted with the server (but when one network has port security\n" +
+			"disabled and the server has security groups, Nova refuses the groups: cairn creates all ports\n" +
+			"then, and says so in the plan). A security group the project lacks\n" +
+			"(deleted, or another project) is recreated from its captured rules. Networks with port security\n" +
 			"disabled get a port without security groups. Temporary images and attachments are always\n" +
 			"deleted; on failure or Ctrl-C everything created is removed unless --keep-on-failure.\n\n" +
 			"Restore points of local image files (`cairn backup --disk`) need --flavor and --network.\n\n" +
@@ -35,6 +41,7 @@ func restoreVMCommand() *ucli.Command {
 			&ucli.StringFlag{Name: "name", Usage: "server `NAME` (default: the original name; must be free in the project)"},
 			&ucli.StringSliceFlag{Name: "network", Usage: "attach to `NET[=FIXED_IP]` (name or ID; repeat, in order); default: the original networks"},
 			&ucli.BoolFlag{Name: "no-network", Usage: "boot without any network"},
+			&ucli.BoolFlag{Name: "new-mac", Usage: "give the ports new MAC addresses even on the original networks (Nova then creates the ports where it can and deletes them with the server)"},
 			&ucli.StringFlag{Name: "flavor", Usage: "flavor `NAME` or ID (default: the captured one, or one with the same vCPUs/RAM/disk)"},
 			&ucli.StringSliceFlag{Name: "security-group", Usage: "security group `NAME` or ID (repeat); default: the captured ones"},
 			&ucli.StringFlag{Name: "keypair", Usage: "existing key pair `NAME` (default: the captured one, recreated from its stored public key if needed)"},
@@ -132,7 +139,7 @@ func runRestoreVM(c *ucli.Context) error {
 		return usageErr("restore vm needs RESTORE-POINT (see `cairn list`)")
 	}
 	o := openstack.RestoreVMOptions{
-		Name: c.String("name"), NoNetwork: c.Bool("no-network"), Flavor: c.String("flavor"),
+		Name: c.String("name"), NoNetwork: c.Bool("no-network"), NewMAC: c.Bool("new-mac"), Flavor: c.String("flavor"),
 		SecurityGroups: c.StringSlice("security-group"), Keypair: c.String("keypair"),
 		AvailabilityZone: c.String("availability-zone"), VolumeType: c.String("volume-type"),
 		DryRun: c.Bool("dry-run"), KeepOnFailure: c.Bool("keep-on-failure"),
@@ -238,8 +245,15 @@ func printRestoreResult(c *ucli.Context, res *openstack.RestoreResult, err error
 	for _, v := range res.Volumes {
 		fmt.Fprintf(w, "volume %s (%s) from disk %s, %d GiB\n", v.Name, v.ID, v.Disk, v.SizeGB)
 	}
+	for _, g := range res.Groups {
+		fmt.Fprintf(w, "security group %s (%s) recreated with %d rules\n", g.Name, g.ID, g.Rules)
+	}
 	for _, p := range res.Ports {
-		fmt.Fprintf(w, "port %s\n", p)
+		keep := "deleted with the server"
+		if !p.DeletedWithServer {
+			keep = "kept by Nova when the server is deleted"
+		}
+		fmt.Fprintf(w, "port %s on %s, MAC %s, %s (created by %s, %s)\n", p.ID, p.Network, p.MAC, strings.Join(p.IPs, ", "), p.CreatedBy, keep)
 	}
 	if res.Keypair != "" {
 		fmt.Fprintf(w, "key pair %s recreated from the stored public key\n", res.Keypair)
@@ -258,7 +272,11 @@ func writePlan(w io.Writer, res *openstack.RestoreResult) {
 		fmt.Fprintf(w, "key pair  %s (%s)\n", orNone(pl.KeyName), pl.KeypairAction)
 		var sgs []string
 		for _, sg := range pl.SecurityGroups {
-			sgs = append(sgs, sg.Name)
+			if sg.Action == "create" {
+				sgs = append(sgs, fmt.Sprintf("%s (recreated from %d captured rules: %s)", sg.Name, sg.Rules, sg.Why))
+			} else {
+				sgs = append(sgs, sg.Name)
+			}
 		}
 		fmt.Fprintf(w, "groups    %s\n", orNone(strings.Join(sgs, ", ")))
 		for _, n := range pl.Networks {
@@ -266,6 +284,10 @@ func writePlan(w io.Writer, res *openstack.RestoreResult) {
 			if n.FixedIP != "" {
 				extra = " address " + n.FixedIP
 			}
+			if n.MAC != "" {
+				extra += " MAC " + n.MAC
+			}
+			extra += "; port: " + n.PortWhy
 			if !n.PortSecurity {
 				extra += " (port security disabled: port without security groups)"
 			}

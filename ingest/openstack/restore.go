@@ -19,6 +19,7 @@ type RestoreVMOptions struct {
 	Name             string          // server name (default: the captured one)
 	Networks         []NetworkChoice // default: the captured networks
 	NoNetwork        bool            // boot without any network
+	NewMAC           bool            // new MAC addresses even on the original networks
 	Flavor           string          // name or ID (default: captured, or same size)
 	SecurityGroups   []string        // names or IDs (default: captured)
 	Keypair          string          // existing key pair (default: captured, recreated if needed)
@@ -57,7 +58,8 @@ type RestoreResult struct {
 	Plan     *RestorePlan       `json:"plan"`
 	Server   *CreatedServer     `json:"server,omitempty"`
 	Volumes  []CreatedVolume    `json:"volumes"`
-	Ports    []string           `json:"ports,omitempty"`
+	Ports    []CreatedPort      `json:"ports,omitempty"`
+	Groups   []CreatedSG        `json:"security_groups_created,omitempty"`
 	Keypair  string             `json:"keypair_created,omitempty"`
 	Notes    []string           `json:"notes,omitempty"`
 	Timings  map[string]float64 `json:"timings_seconds,omitempty"`
@@ -71,6 +73,26 @@ type CreatedServer struct {
 	Name   string `json:"name"`
 	Status string `json:"status"`
 	Flavor string `json:"flavor"`
+}
+
+// CreatedPort is one port of the restored server.
+type CreatedPort struct {
+	ID      string   `json:"id"`
+	Network string   `json:"network"`
+	MAC     string   `json:"mac_address"`
+	IPs     []string `json:"fixed_ips"`
+	// CreatedBy is "nova" (deleted with the server) or "cairn" (kept by
+	// Nova when the server is deleted: a port with a chosen MAC address,
+	// or one without security groups next to ports with groups).
+	CreatedBy         string `json:"created_by"`
+	DeletedWithServer bool   `json:"deleted_with_server"`
+}
+
+// CreatedSG is a security group recreated from the restore point.
+type CreatedSG struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Rules int    `json:"rules"`
 }
 
 // CreatedVolume is one volume filled with a disk.
@@ -94,10 +116,11 @@ type restorer struct {
 	progress *ingest.Progress
 	mu       sync.Mutex
 	result   *RestoreResult
+	ownPorts map[string]bool // ports cairn created (Nova keeps them on delete)
 }
 
 func newRestorer(cl *Cloud, r *repo.Repository, p *repo.RestorePoint, o RestoreVMOptions) (*restorer, error) {
-	rs := &restorer{cloud: cl, repo: r, point: p, opts: o, progress: o.Progress,
+	rs := &restorer{cloud: cl, repo: r, point: p, opts: o, progress: o.Progress, ownPorts: map[string]bool{},
 		result: &RestoreResult{Point: p.ID, DryRun: o.DryRun, Timings: map[string]float64{}}}
 	if rs.progress == nil {
 		rs.progress = &ingest.Progress{}

@@ -74,7 +74,7 @@ func baseAnswers() map[string]any {
 }
 
 func planPoint(t *testing.T) *repo.RestorePoint {
-	port := PortDef{NetworkID: "net-1", FixedIPs: []FixedIP{{IPAddress: "10.0.0.5"}}, SecurityGroupIDs: []string{"sg-1"}}
+	port := PortDef{NetworkID: "net-1", MAC: "fa:16:3e:00:00:05", FixedIPs: []FixedIP{{IPAddress: "10.0.0.5"}}, SecurityGroupIDs: []string{"sg-1"}}
 	def := Definition{Version: DefinitionVersion,
 		Server: ServerDef{Name: "web1", Status: "ACTIVE", ProjectID: "p-old", KeyName: "key1", AZ: "nova",
 			Metadata: map[string]string{"a": "b"}, Tags: []string{"t"}},
@@ -118,8 +118,65 @@ func TestPlanUnchangedCloud(t *testing.T) {
 	if len(pl.SecurityGroups) != 1 || pl.SecurityGroups[0].ID != "sg-1" {
 		t.Errorf("security groups %+v", pl.SecurityGroups)
 	}
-	if len(pl.Networks) != 1 || pl.Networks[0].FixedIP != "10.0.0.5" || !pl.Networks[0].OwnPort || !pl.Networks[0].PortSecurity {
+	if n := pl.Networks; len(n) != 1 || n[0].FixedIP != "10.0.0.5" || n[0].MAC != "fa:16:3e:00:00:05" || !n[0].OwnPort || n[0].DeletedWithServer || !n[0].PortSecurity {
 		t.Errorf("networks %+v", pl.Networks)
+	}
+}
+
+func TestPlanMAC(t *testing.T) {
+	ans := baseAnswers()
+	pl, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{NewMAC: true})
+	if n := pl.Networks; err != nil || n[0].MAC != "" || n[0].OwnPort || !n[0].DeletedWithServer || n[0].FixedIP != "10.0.0.5" {
+		t.Fatalf("--new-mac: Nova must create the port (with the fixed IP): %v %+v", err, pl.Networks)
+	}
+	ans["GET network/networks/net-2"] = map[string]any{"network": map[string]any{"id": "net-2", "name": "dr", "port_security_enabled": true}}
+	pl, err = runPlan(t, ans, planPoint(t), RestoreVMOptions{Networks: []NetworkChoice{{Network: "net-2"}}})
+	if err != nil || pl.Networks[0].MAC != "" || pl.Networks[0].OwnPort {
+		t.Fatalf("another network gets a new MAC: %v %+v", err, pl.Networks)
+	}
+	ans["GET network/ports?network_id=net-1&mac_address=fa%3A16%3A3e%3A00%3A00%3A05"] = map[string]any{"ports": []map[string]string{
+		{"id": "p-orig", "device_id": "srv-orig", "device_owner": "compute:nova"}}}
+	ans["GET compute/servers/srv-orig"] = map[string]any{"server": map[string]string{"id": "srv-orig", "name": "web1"}}
+	_, err = runPlan(t, ans, planPoint(t), RestoreVMOptions{DryRun: true, Name: "web1-copy"})
+	if err == nil || !strings.Contains(err.Error(), "p-orig") || !strings.Contains(err.Error(), "web1 (srv-orig)") || !strings.Contains(err.Error(), "--new-mac") {
+		t.Fatalf("MAC in use must be a planning error naming the holder and --new-mac: %v", err)
+	}
+	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{NewMAC: true}); err != nil {
+		t.Fatalf("--new-mac with the MAC in use: %v", err)
+	}
+	ans = baseAnswers()
+	ans["GET network/networks/net-1"] = map[string]any{"network": map[string]any{"id": "net-1", "name": "prod", "project_id": "p-other"}}
+	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{}); err == nil || !strings.Contains(err.Error(), "create_port:mac_address") || !strings.Contains(err.Error(), "--new-mac") {
+		t.Fatalf("a non-admin keeping a MAC on another project's network: %v", err)
+	}
+}
+
+func TestPlanRecreatesSecurityGroup(t *testing.T) {
+	p := planPoint(t)
+	var def Definition
+	json.Unmarshal(p.Definition, &def)
+	def.SecurityGroups = []SecurityGroup{{ID: "sg-old", Name: "app", Description: "app tier", Rules: []json.RawMessage{
+		json.RawMessage(`{"direction":"egress","ethertype":"IPv4","protocol":null,"remote_ip_prefix":null,"remote_group_id":null}`),
+		json.RawMessage(`{"direction":"ingress","ethertype":"IPv4","protocol":"tcp","port_range_min":22,"port_range_max":22,"remote_ip_prefix":"10.0.0.0/8"}`),
+		json.RawMessage(`{"direction":"ingress","ethertype":"IPv4","protocol":null,"remote_group_id":"sg-old"}`),
+		json.RawMessage(`{"direction":"ingress","ethertype":"IPv4","protocol":"tcp","remote_group_id":"sg-elsewhere"}`),
+	}}}
+	p.Definition, _ = json.Marshal(def)
+	pl, err := runPlan(t, baseAnswers(), p, RestoreVMOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sg := pl.SecurityGroups
+	if len(sg) != 1 || sg[0].Action != "create" || sg[0].Name != "app" || sg[0].Rules != 3 || sg[0].ID != "" {
+		t.Fatalf("security groups %+v", sg)
+	}
+	w := strings.Join(pl.Warnings, ";")
+	if !strings.Contains(w, "recreated from its 4 captured rules") || !strings.Contains(w, "sg-elsewhere") {
+		t.Errorf("the plan must say the group is recreated and which rule is left out: %v", pl.Warnings)
+	}
+	raw, _ := json.Marshal(pl)
+	if !strings.Contains(string(raw), `"action":"create"`) {
+		t.Errorf("--json plan lacks the action: %s", raw)
 	}
 }
 
@@ -171,6 +228,14 @@ func TestPlanNetworks(t *testing.T) {
 	if err != nil || !pl.Networks[0].OwnPort || pl.Networks[0].PortSecurity || !strings.Contains(strings.Join(pl.Warnings, ";"), "port security disabled") {
 		t.Fatalf("network without port security: %v %+v", err, pl)
 	}
+	pl, err = runPlan(t, ans, planPoint(t), RestoreVMOptions{NewMAC: true, Networks: []NetworkChoice{{Network: "net-1"}, {Network: "open"}}})
+	if err != nil || len(pl.Networks) != 2 || !pl.Networks[0].OwnPort || pl.Networks[0].DeletedWithServer {
+		t.Fatalf("with groups and a network without port security, Nova takes no groups: every port is cairn's: %v %+v", err, pl.Networks)
+	}
+	pl, err = runPlan(t, ans, planPoint(t), RestoreVMOptions{NewMAC: true})
+	if err != nil || pl.Networks[0].OwnPort {
+		t.Fatalf("without such a network Nova creates the port: %v %+v", err, pl.Networks)
+	}
 	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{Networks: []NetworkChoice{{Network: "ghost"}}}); err == nil {
 		t.Fatal("unknown network accepted")
 	}
@@ -189,8 +254,16 @@ func TestPlanChecks(t *testing.T) {
 	}
 	ans = baseAnswers()
 	ans["GET network/security-groups"] = map[string]any{"security_groups": []any{}}
-	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{}); err == nil || !strings.Contains(err.Error(), "--security-group") {
-		t.Fatalf("missing security group: %v", err)
+	p := planPoint(t)
+	var def Definition
+	json.Unmarshal(p.Definition, &def)
+	def.SecurityGroups = []SecurityGroup{{Name: "web"}} // known by name only: nothing to recreate from
+	p.Definition, _ = json.Marshal(def)
+	if _, err := runPlan(t, ans, p, RestoreVMOptions{}); err == nil || !strings.Contains(err.Error(), "--security-group") {
+		t.Fatalf("missing security group without captured rules: %v", err)
+	}
+	if _, err := runPlan(t, ans, planPoint(t), RestoreVMOptions{SecurityGroups: []string{"nope"}}); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("missing --security-group: %v", err)
 	}
 }
 

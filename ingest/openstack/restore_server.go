@@ -50,6 +50,14 @@ func (rs *restorer) execute(ctx context.Context, pl *RestorePlan) error {
 	if err := rs.createKeypair(ctx, pl); err != nil {
 		return err
 	}
+	if err := rs.createSecurityGroups(ctx, pl); err != nil {
+		return err
+	}
+	// ports before volumes: a refused MAC address fails in seconds
+	nets, err := rs.networks(ctx, pl)
+	if err != nil {
+		return err
+	}
 	var bdm []map[string]any
 	for _, v := range pl.Volumes {
 		vol, err := rs.fillVolume(ctx, v.VolumeSpec)
@@ -65,10 +73,6 @@ func (rs *restorer) execute(ctx context.Context, pl *RestorePlan) error {
 			m["device_name"] = v.Device
 		}
 		bdm = append(bdm, m)
-	}
-	nets, err := rs.networks(ctx, pl)
-	if err != nil {
-		return err
 	}
 	return rs.createServer(ctx, pl, bdm, nets)
 }
@@ -104,60 +108,6 @@ func (rs *restorer) createKeypair(ctx context.Context, pl *RestorePlan) error {
 	rs.result.Keypair = name
 	rs.created("keypair", name, "from the stored public key")
 	return nil
-}
-
-// networks builds Nova's networks list: ports cairn creates itself for
-// networks without port security, network+fixed IP for the others.
-func (rs *restorer) networks(ctx context.Context, pl *RestorePlan) (any, error) {
-	if len(pl.Networks) == 0 {
-		return "none", nil
-	}
-	var out []map[string]any
-	var sgs []string
-	for _, sg := range pl.SecurityGroups {
-		sgs = append(sgs, sg.ID)
-	}
-	for i, n := range pl.Networks {
-		if !n.OwnPort {
-			m := map[string]any{"uuid": n.NetworkID}
-			if n.FixedIP != "" {
-				m["fixed_ip"] = n.FixedIP
-			}
-			out = append(out, m)
-			continue
-		}
-		port := map[string]any{"network_id": n.NetworkID, "name": fmt.Sprintf("%s-port%d", pl.ServerName, i),
-			"description": "created by cairn restore of " + rs.point.ID}
-		switch {
-		case !n.PortSecurity:
-			port["port_security_enabled"] = false
-		case len(sgs) > 0:
-			port["security_groups"] = sgs
-		}
-		if n.FixedIP != "" {
-			port["fixed_ips"] = []map[string]string{{"ip_address": n.FixedIP}}
-		}
-		var body struct {
-			Port struct {
-				ID string `json:"id"`
-			} `json:"port"`
-		}
-		if err := postJSON(ctx, rs.cloud.Network, "ports", map[string]any{"port": port}, &body); err != nil {
-			return nil, fmt.Errorf("create port on network %s: %s", n.NetworkName, apiMessage(err))
-		}
-		id := body.Port.ID
-		rs.undo.add("port", id, n.NetworkName, false, func(ctx context.Context) error {
-			return deleteURL(ctx, rs.cloud.Network, "ports/"+id)
-		})
-		rs.result.Ports = append(rs.result.Ports, id)
-		what := "on " + n.NetworkName
-		if !n.PortSecurity {
-			what = "without security groups on " + n.NetworkName
-		}
-		rs.created("port", id, what)
-		out = append(out, map[string]any{"port": id})
-	}
-	return out, nil
 }
 
 func (rs *restorer) createServer(ctx context.Context, pl *RestorePlan, bdm []map[string]any, nets any) error {
@@ -203,6 +153,9 @@ func (rs *restorer) createServer(ctx context.Context, pl *RestorePlan, bdm []map
 	}
 	rs.result.Server.Status = "ACTIVE"
 	rs.timing("server_create", time.Since(t0))
+	if err := rs.recordPorts(ctx, pl, id); err != nil {
+		return err
+	}
 	if !pl.PowerOn {
 		if err := postJSON(ctx, rs.cloud.Compute, "servers/"+id+"/action", map[string]any{"os-stop": nil}, nil); err != nil {
 			return fmt.Errorf("stop server %s: %s", id, apiMessage(err))
@@ -240,7 +193,7 @@ func (rs *restorer) deleteServer(ctx context.Context, id string) error {
 	if err := deleteURL(ctx, rs.cloud.Compute, "servers/"+id); err != nil {
 		return err
 	}
-	return restoreWait(ctx, "server "+id+" to be deleted", restoreDeleteTimeout, func(ctx context.Context) (bool, error) {
+	err := restoreWait(ctx, "server "+id+" to be deleted", restoreDeleteTimeout, func(ctx context.Context) (bool, error) {
 		var body map[string]any
 		err := getJSON(ctx, rs.cloud.Compute, "servers/"+id, &body)
 		if isNotFound(err) {
@@ -248,4 +201,8 @@ func (rs *restorer) deleteServer(ctx context.Context, id string) error {
 		}
 		return false, err
 	})
+	if err != nil {
+		return err
+	}
+	return rs.deletePortsOf(ctx, id)
 }

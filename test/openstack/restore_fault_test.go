@@ -77,7 +77,7 @@ func TestRestoreFaults(t *testing.T) {
 			if !proxy.fired() {
 				t.Errorf("the fault was never injected")
 			}
-			sameInventory(t, before, a.inventory())
+			noOwnLeaks(t, a, before, vm, res)
 		})
 	}
 
@@ -95,11 +95,11 @@ func TestRestoreFaults(t *testing.T) {
 		before := a.inventory()
 		o := base
 		o.SecurityGroups = []string{"default"}
-		_, err := openstack.RestoreVM(ctx, alt, r, p, o)
+		res, err := openstack.RestoreVM(ctx, alt, r, p, o)
 		if err == nil || !strings.Contains(err.Error(), "quota exceeded") || !strings.Contains(err.Error(), "volume gigabytes") {
 			t.Fatalf("want a quota error naming volume gigabytes, got %v", err)
 		}
-		sameInventory(t, before, a.inventory())
+		noOwnLeaks(t, a, before, vm, res)
 	})
 
 	t.Run("interrupted mid-upload", func(t *testing.T) {
@@ -114,11 +114,11 @@ func TestRestoreFaults(t *testing.T) {
 			}
 			cancel()
 		}()
-		_, err := openstack.RestoreVM(ictx, cl, r, p, o)
+		res, err := openstack.RestoreVM(ictx, cl, r, p, o)
 		cancel()
 		if err == nil || !strings.Contains(err.Error(), "interrupted") {
 			t.Fatalf("want an interruption error, got %v", err)
 		}
-		sameInventory(t, before, a.inventory())
+		noOwnLeaks(t, a, before, vm, res)
 	})
 }

@@ -235,15 +235,72 @@ func (a api) inventory() inventory {
 	return inv
 }
 
-// sameInventory fails the test when after differs from before.
-func sameInventory(t testing.TB, before, after inventory) {
+// noOwnLeaks fails the test when something appeared since before that a
+// restore made: named with prefix (its server, volumes, ports, key pairs),
+// a restore temporary, an attachment of such a volume, or a port of the
+// restored server. Only what appeared counts (a restore never deletes
+// what existed), and only what is the restore's: other engineers' tests
+// create and delete on the same cloud at the same time.
+func noOwnLeaks(t *testing.T, a api, before inventory, prefix string, res *openstack.RestoreResult) {
 	t.Helper()
-	for _, kind := range []string{"image", "volume", "attachment", "server", "port", "keypair"} {
-		b, a := strings.Join(before[kind], "\n"), strings.Join(after[kind], "\n")
-		if a != b {
-			t.Errorf("%ss left behind or missing:\nbefore:\n%s\nafter:\n%s", kind, b, a)
+	after := a.inventory()
+	ours := func(item string) bool {
+		_, name, _ := strings.Cut(item, " ")
+		return strings.Contains(name, prefix) || strings.HasPrefix(name, "cairn-tmp-restore-")
+	}
+	vols := map[string]bool{}
+	if res != nil {
+		for _, v := range res.Volumes {
+			vols[v.ID] = true
 		}
 	}
+	for _, kind := range []string{"image", "volume", "server"} {
+		for _, x := range addedItems(before[kind], after[kind]) {
+			if ours(x) {
+				t.Errorf("%s left behind: %s", kind, x)
+				id, _, _ := strings.Cut(x, " ")
+				vols[id] = kind == "volume"
+			}
+		}
+	}
+	for _, x := range addedItems(before["keypair"], after["keypair"]) {
+		if strings.Contains(x, prefix) || (res != nil && res.Keypair == x) {
+			t.Errorf("key pair left behind: %s", x)
+		}
+	}
+	for _, x := range addedItems(before["attachment"], after["attachment"]) {
+		if _, vol, _ := strings.Cut(x, " "); vols[vol] {
+			t.Errorf("attachment left behind: %s", x)
+		}
+	}
+	for _, id := range addedItems(before["port"], after["port"]) {
+		var b struct {
+			Port struct {
+				Name     string `json:"name"`
+				DeviceID string `json:"device_id"`
+			} `json:"port"`
+		}
+		if a.do("GET", "network", "ports/"+id, nil, &b) != nil {
+			continue // gone meanwhile
+		}
+		if strings.HasPrefix(b.Port.Name, prefix) || (res != nil && res.Server != nil && b.Port.DeviceID == res.Server.ID) {
+			t.Errorf("port left behind: %s %+v", id, b.Port)
+		}
+	}
+}
+
+func addedItems(before, after []string) []string {
+	had := map[string]bool{}
+	for _, x := range before {
+		had[x] = true
+	}
+	var out []string
+	for _, x := range after {
+		if !had[x] {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // rsDiskImage writes a sparse raw image of size bytes with random data at

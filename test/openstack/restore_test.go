@@ -21,12 +21,12 @@ const rsDiskSize = 1 << 30 // every test volume: 1 GiB
 
 // rsSource is a server the round-trip tests back up and then delete.
 type rsSource struct {
-	name, flavor, keyName, publicKey, sg, fixedIP string
-	images                                        map[string]string // disk -> local image
-	devices                                       map[string]string // disk -> device in the original server
-	sums                                          map[string]string // disk -> sha256 of the image
-	point                                         *repo.RestorePoint
-	r                                             *repo.Repository
+	name, flavor, keyName, publicKey, sg, fixedIP, mac string
+	images                                             map[string]string // disk -> local image
+	devices                                            map[string]string // disk -> device in the original server
+	sums                                               map[string]string // disk -> sha256 of the image
+	point                                              *repo.RestorePoint
+	r                                                  *repo.Repository
 }
 
 // makeSource builds a boot-from-volume server with two volumes of known
@@ -117,6 +117,9 @@ func makeSource(t *testing.T, a api) *rsSource {
 	def, err := a.cl.CaptureDefinition(ctx, s)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(def.Ports) == 1 {
+		src.mac = def.Ports[0].MAC
 	}
 	var specs []ingest.DiskSpec
 	byID := map[string]string{}
@@ -223,7 +226,10 @@ func removeRestored(a api, res *openstack.RestoreResult) {
 		a.volumeGone(v.ID)
 	}
 	for _, p := range res.Ports {
-		a.do("DELETE", "network", "ports/"+p, nil, nil)
+		a.do("DELETE", "network", "ports/"+p.ID, nil, nil)
+	}
+	for _, g := range res.Groups {
+		a.do("DELETE", "network", "security-groups/"+g.ID, nil, nil)
 	}
 	if res.Keypair != "" {
 		a.do("DELETE", "compute", "os-keypairs/"+res.Keypair, nil, nil)
@@ -264,8 +270,11 @@ func TestRestoreVM(t *testing.T) {
 		if res.Keypair != "" {
 			t.Errorf("the existing key pair was recreated as %s", res.Keypair)
 		}
+		if len(res.Ports) != 1 || res.Ports[0].MAC != src.mac || src.mac == "" {
+			t.Errorf("ports %+v: want one port with the original MAC address %s", res.Ports, src.mac)
+		}
 		removeRestored(a, res)
-		sameInventory(t, before, a.inventory())
+		noOwnLeaks(t, a, before, src.name, res)
 	})
 
 	t.Run("dry run creates nothing", func(t *testing.T) {
@@ -280,7 +289,7 @@ func TestRestoreVM(t *testing.T) {
 			pl.KeypairAction != "use" || len(pl.Networks) != 1 || pl.Networks[0].FixedIP != src.fixedIP || len(pl.Checks) == 0 {
 			t.Errorf("plan %+v", pl)
 		}
-		sameInventory(t, before, a.inventory())
+		noOwnLeaks(t, a, before, src.name, nil)
 	})
 
 	t.Run("cli dry run with json", func(t *testing.T) {
@@ -329,7 +338,8 @@ func TestRestoreVM(t *testing.T) {
 			t.Errorf("want a port on each network: addresses %+v ports %v", s.Addresses, res.Ports)
 		}
 		open := 0
-		for _, id := range res.Ports {
+		for _, rp := range res.Ports {
+			id := rp.ID
 			var port struct {
 				Port struct {
 					PortSecurity bool     `json:"port_security_enabled"`
@@ -366,8 +376,9 @@ func TestRestoreVM(t *testing.T) {
 			t.Errorf("volume in project %s, want %s", vol.Volume.Project, alt.ProjectID())
 		}
 		removeRestored(a, res)
+		done := res
 		res = nil
-		sameInventory(t, before, a.inventory())
+		noOwnLeaks(t, a, before, src.name, done)
 	})
 
 	t.Run("missing flavor and deleted key pair", func(t *testing.T) {
@@ -427,9 +438,22 @@ func TestRestoreVM(t *testing.T) {
 		if dev[vr.Volumes[0].ID] == "" {
 			t.Errorf("restored volume not attached to the server: %v", dev)
 		}
+		// exactly one new volume of ours and no temporary (others' tests
+		// create and delete on the same cloud meanwhile)
 		after := a.inventory()
-		if len(after["volume"]) != len(before["volume"])+1 || len(after["image"]) != len(before["image"]) {
-			t.Errorf("volumes %d -> %d, images %d -> %d", len(before["volume"]), len(after["volume"]), len(before["image"]), len(after["image"]))
+		var ours []string
+		for _, x := range addedItems(before["volume"], after["volume"]) {
+			if strings.Contains(x, src.name) || strings.Contains(x, "cairn-tmp-restore-") {
+				ours = append(ours, x)
+			}
+		}
+		for _, x := range addedItems(before["image"], after["image"]) {
+			if strings.Contains(x, "cairn-tmp-restore-") {
+				ours = append(ours, x)
+			}
+		}
+		if len(ours) != 1 || !strings.HasPrefix(ours[0], vr.Volumes[0].ID+" ") {
+			t.Errorf("new volumes and images of the restore: %v; want only volume %s", ours, vr.Volumes[0].ID)
 		}
 		a.must("DELETE", "compute", "servers/"+res.Server.ID+"/os-volume_attachments/"+vr.Volumes[0].ID, nil, nil)
 		a.volumeGone(vr.Volumes[0].ID)
