@@ -21,14 +21,19 @@
 // Fixtures the script creates: flavors cairn.tiny (1 vCPU, 256 MiB, 1 GB)
 // and cairn.small (2, 512 MiB, 2 GB); shared networks cairn-net
 // (10.66.0.0/24), cairn-net2 (10.67.0.0/24) and cairn-nosec (10.68.0.0/24,
-// port_security_enabled=false), on which ports bind, so servers with
+// port_security_enabled=false; each subnet leaves .128-.254 out of
+// Neutron's allocation pool for tests that ask for a fixed IP), on which
+// ports bind, so servers with
 // networks go ACTIVE under Nova's fake virt driver; volume types rbd (the
 // default, Ceph: snapshots of in-use volumes work) and nfs; raised quotas.
 //
 // Restore tests: restore_test.go (round trip, second project and network
 // mapping, missing flavor and key pair, single volume, local-image restore
-// points), restore_fault_test.go (failures injected at each step through
-// a fault-injecting transport in front of every endpoint), and
+// points), restore_net_test.go (network identity: MAC addresses kept or
+// renewed, which ports Nova deletes with the server, security groups
+// recreated from their captured rules, rollback), restore_fault_test.go
+// (failures injected at each step through a fault-injecting transport in
+// front of every endpoint), and
 // restore_bench_test.go (the throughput figure; CAIRN_BENCH=1 only).
 //
 // Backup tests: backup_test.go (a boot-from-volume server with two
