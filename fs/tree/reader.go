@@ -78,6 +78,9 @@ const (
 	// start and still count as sequential: the kernel sends readahead
 	// requests concurrently, so they arrive slightly out of order.
 	seqSlack = 8 << 20
+	// seqSmallHop is how far ahead a small read may start and still count
+	// as sequential.
+	seqSmallHop = 1 << 20
 )
 
 func newSourcePool(r *repo.Repository, budget int64, workers int) *sourcePool {
@@ -324,11 +327,11 @@ func (h *diskHandle) readahead(src *source, off int64, n int, first, last int64)
 	h.mu.Lock()
 	// How far ahead of the expected offset a read may start and still be
 	// sequential scales with its size: the kernel's 1 MiB readahead
-	// requests arrive a little out of order, but a guest file system
-	// reader hopping from one small directory block to the next, a few
-	// hundred KiB apart, is not reading sequentially, and prefetching
-	// everything in between would decode the data of every file there.
-	ahead := min(seqSlack, 8*int64(n))
+	// requests arrive a little out of order; a guest file system reader
+	// going through the small files of a directory, laid out one after
+	// the other with gaps, gains from prefetching the region (cp -a); but
+	// hops of several MiB between small reads are not sequential.
+	ahead := min(seqSlack, max(8*int64(n), seqSmallHop))
 	if off >= h.next-seqSlack && off <= h.next+ahead {
 		h.next = max(h.next, off+int64(n))
 		// Grow the window and queue more only once the reader has used
