@@ -280,3 +280,46 @@ func TestPlanImagePointNeedsFlavorAndNetwork(t *testing.T) {
 		t.Fatalf("%v %+v", err, pl)
 	}
 }
+
+// TestPlanImageBackedRoot: a restore point of an image-backed server has a
+// root disk described by the image it ran from (DiskDef.ImageID) and no
+// volume behind it. It comes back as a bootable boot volume at least the
+// flavor's disk size, carrying the image properties, deleted with the
+// server; the attached volume stays an ordinary data volume.
+func TestPlanImageBackedRoot(t *testing.T) {
+	p := planPoint(t)
+	var def Definition
+	json.Unmarshal(p.Definition, &def)
+	def.Volumes = def.Volumes[1:] // only the data volume v-b exists
+	def.Flavor.Disk = 20
+	def.ImageProperties = map[string]string{"hw_qemu_guest_agent": "yes", "os_distro": "debian"}
+	def.Disks = []DiskDef{{Name: "vda", ImageID: "img-base", BootIndex: 0}, {Name: "vdb", VolumeID: "v-b", Device: "/dev/vdb", BootIndex: -1}}
+	p.Definition, _ = json.Marshal(def)
+	ans := baseAnswers()
+	ans["GET compute/flavors/detail"] = map[string]any{"flavors": []map[string]any{{"id": "f1", "name": "m1.small", "vcpus": 1, "ram": 512, "disk": 20}}}
+	pl, err := runPlan(t, ans, p, RestoreVMOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root, data *PlannedVolume
+	for i := range pl.Volumes {
+		switch pl.Volumes[i].Disk {
+		case "vda":
+			root = &pl.Volumes[i]
+		case "vdb":
+			data = &pl.Volumes[i]
+		}
+	}
+	if root == nil || data == nil {
+		t.Fatalf("volumes %+v", pl.Volumes)
+	}
+	if !root.Bootable || root.BootIndex != 0 || root.SizeGB != 20 || !root.DeleteOnTerm || root.ImageMetadata["os_distro"] != "debian" {
+		t.Errorf("root disk must come back as a 20 GB bootable boot volume with the image properties: %+v", *root)
+	}
+	if data.Bootable || data.BootIndex != -1 || data.SizeGB != 5 {
+		t.Errorf("the attached volume must stay a data volume: %+v", *data)
+	}
+	if !strings.Contains(strings.Join(pl.Warnings, ";"), "image-backed root disk") {
+		t.Errorf("the plan must say the root comes back as a boot volume: %v", pl.Warnings)
+	}
+}
