@@ -236,7 +236,11 @@ start_cinder() {
   # once the scheduler listens, or volumes fail "No valid backend" for a minute
   sched_queue() { rabbitmqctl_q list_queues name 2>/dev/null | grep -q '^cinder-scheduler_fanout'; }
   until_ok 90 cinder-scheduler "$STATE/log/cinder-scheduler.log" sched_queue
-  launch cinder-volume cinder-volume --config-file "$conf"
+  # scripts/openstack/ceph-retry.sh: `ceph mon dump` on each attach retried
+  # past a ceph client race that failed attaches in CI
+  mkdir -p "$STATE/bin"
+  install -m 0755 "$HERE/openstack/ceph-retry.sh" "$STATE/bin/ceph"
+  launch cinder-volume env PATH="$STATE/bin:$PATH" cinder-volume --config-file "$conf"
 }
 
 start_neutron() {
