@@ -21,7 +21,8 @@ import (
 // through a Cinder snapshot. The restore point's root disk must hold the
 // base image's bytes and its volume disk the bytes written through Ceph;
 // the definition must match what Nova, Cinder and Neutron report; no
-// temporary may be left.
+// temporary may be left. The restore point then comes back through
+// `restore vm` as a boot-from-volume server (restoreEphemeral).
 func TestBackupEphemeralRoot(t *testing.T) {
 	cl := rsConnect(t, "", nil)
 	a := api{t, cl}
@@ -117,6 +118,7 @@ func TestBackupEphemeralRoot(t *testing.T) {
 		t.Errorf("disks %+v: root disk found %v, volume disk found %v", def.Disks, sawRoot, sawVol)
 	}
 	checkEphemeralDefinition(t, a, def, srvID, im.ID, props, vol.ID, netID, key, pub, tags, md)
+	restoreEphemeral(t, a, r, p, "bk-eph-"+sfx+"-restored", rootSHA, rootSize, vol)
 }
 
 // checkEphemeralDefinition compares the captured definition of an
