@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/gophercloud/gophercloud/v2"
 )
 
 // checkName refuses a server name already used in the project.
@@ -29,27 +31,19 @@ func (rs *restorer) checkName(ctx context.Context, pl *RestorePlan) error {
 
 // checkQuotas compares what the restore needs with the project's limits.
 func (rs *restorer) checkQuotas(ctx context.Context, pl *RestorePlan) error {
-	var nova struct {
-		Limits struct {
-			Absolute map[string]int `json:"absolute"`
-		} `json:"limits"`
+	nova, err := absoluteLimits(ctx, rs.cloud.Compute, "compute")
+	if err != nil {
+		return err
 	}
-	if err := getJSON(ctx, rs.cloud.Compute, "limits", &nova); err != nil {
-		return fmt.Errorf("read compute limits: %s", apiMessage(err))
-	}
-	var cinder struct {
-		Limits struct {
-			Absolute map[string]int `json:"absolute"`
-		} `json:"limits"`
-	}
-	if err := getJSON(ctx, rs.cloud.Volume, "limits", &cinder); err != nil {
-		return fmt.Errorf("read volume limits: %s", apiMessage(err))
+	cinder, err := absoluteLimits(ctx, rs.cloud.Volume, "volume")
+	if err != nil {
+		return err
 	}
 	gb := 0
 	for _, v := range pl.Volumes {
 		gb += v.SizeGB
 	}
-	n, c := nova.Limits.Absolute, cinder.Limits.Absolute
+	n, c := nova, cinder
 	checks := []struct {
 		what            string
 		need, max, used int
@@ -84,4 +78,18 @@ func keys(m map[string]bool) string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, ", ")
+}
+
+// absoluteLimits reads a service's absolute limits (Nova's and Cinder's
+// GET /limits answer alike).
+func absoluteLimits(ctx context.Context, sc *gophercloud.ServiceClient, what string) (map[string]int, error) {
+	var body struct {
+		Limits struct {
+			Absolute map[string]int `json:"absolute"`
+		} `json:"limits"`
+	}
+	if err := getJSON(ctx, sc, "limits", &body); err != nil {
+		return nil, fmt.Errorf("read %s limits: %s", what, apiMessage(err))
+	}
+	return body.Limits.Absolute, nil
 }

@@ -161,15 +161,11 @@ func (rs *restorer) attachVolume(ctx context.Context, serverID, volID string) er
 
 // checkVolumeQuota is checkQuotas for volumes only.
 func (rs *restorer) checkVolumeQuota(ctx context.Context, pl *RestorePlan) error {
-	var cinder struct {
-		Limits struct {
-			Absolute map[string]int `json:"absolute"`
-		} `json:"limits"`
+	cinder, err := absoluteLimits(ctx, rs.cloud.Volume, "volume")
+	if err != nil {
+		return err
 	}
-	if err := getJSON(ctx, rs.cloud.Volume, "limits", &cinder); err != nil {
-		return fmt.Errorf("read volume limits: %s", apiMessage(err))
-	}
-	c, v := cinder.Limits.Absolute, pl.Volumes[0]
+	c, v := cinder, pl.Volumes[0]
 	if m := c["maxTotalVolumes"]; m >= 0 && c["totalVolumesUsed"]+1 > m {
 		return fmt.Errorf("quota exceeded in project %s for volumes (%d of %d used): free some or ask for a higher quota", pl.Project, c["totalVolumesUsed"], m)
 	}
