@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -48,68 +49,73 @@ func (r *Repository) Check(o CheckOptions) (*CheckReport, error) {
 		return nil, err
 	}
 	rep.Packs = len(disk)
-	trailers := make(map[PackID]map[uint32]packEntry, len(disk))
+	// Each pack's trailer is kept in packUse's compact columns (17 bytes a
+	// blob): check runs on repositories of hundreds of millions of blobs.
+	trailers := make(map[PackID]*packUse, len(disk))
 	for id := range disk {
-		entries, _, err := r.loadTrailer(id)
+		entries, size, err := r.loadTrailer(id)
 		if err != nil {
 			rep.errorf("pack %s: %v", id, err)
 			continue
 		}
-		m := make(map[uint32]packEntry, len(entries))
-		for _, e := range entries {
-			m[e.Offset] = e
-		}
-		trailers[id] = m
+		trailers[id] = newPackUse(entries, size)
 	}
-	used := make(map[PackID]map[uint32][]blockRef)
-	ids, err := r.PointIDs()
+	err = r.walkPoints(rep, func(b blockRef) {
+		rep.Blobs++
+		u, ok := trailers[b.Pack]
+		if !ok {
+			if _, exists := disk[b.Pack]; !exists {
+				rep.errorf("%s: pack %s is missing", b, b.Pack)
+			}
+			return
+		}
+		i := u.lookup(b)
+		if i < 0 {
+			rep.errorf("%s: pack %s has no %s blob %s at offset %d", b, b.Pack, b.Type, b.ID.Short(), b.Offset)
+			return
+		}
+		u.mark(i)
+	})
 	if err != nil {
 		return nil, err
 	}
-	for _, pid := range ids {
-		p, err := r.LoadPoint(pid)
-		if err != nil {
-			rep.errorf("%v", err)
-			continue
-		}
-		rep.Points++
-		err = r.walkPoint(p, func(b blockRef) error {
-			rep.Blobs++
-			t, ok := trailers[b.Pack]
-			if !ok {
-				if _, exists := disk[b.Pack]; !exists {
-					rep.errorf("%s: pack %s is missing", b, b.Pack)
-				}
-				return nil
-			}
-			e, ok := t[b.Offset]
-			if !ok || e.ID != b.ID || e.Length != b.Length || e.Type != b.Type {
-				rep.errorf("%s: pack %s has no %s blob %s at offset %d", b, b.Pack, b.Type, b.ID.Short(), b.Offset)
-				return nil
-			}
-			if used[b.Pack] == nil {
-				used[b.Pack] = make(map[uint32][]blockRef)
-			}
-			if len(used[b.Pack][b.Offset]) < 3 {
-				used[b.Pack][b.Offset] = append(used[b.Pack][b.Offset], b)
-			}
-			return nil
-		})
-		if err != nil {
-			rep.errorf("restore point %s: %v", pid, err)
-		}
-	}
-	for id := range disk {
-		if _, ok := used[id]; !ok {
+	for id, u := range trailers {
+		if u.usedBytes == 0 {
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("pack %s is not used by any restore point (prune removes it)", id))
 		}
 	}
 	r.checkIndex(disk, rep)
 	if o.ReadData {
-		r.checkData(o, trailers, used, rep)
+		r.checkData(o, trailers, rep)
 	}
 	sort.Strings(rep.Warnings)
 	return rep, nil
+}
+
+// walkPoints calls fn for every blob of every restore point; a point that
+// cannot be loaded or walked is an error in rep.
+func (r *Repository) walkPoints(rep *CheckReport, fn func(blockRef)) error {
+	ids, err := r.PointIDs()
+	if err != nil {
+		return err
+	}
+	for _, pid := range ids {
+		p, err := r.LoadPoint(pid)
+		if err != nil {
+			if rep != nil {
+				rep.errorf("%v", err)
+			}
+			continue
+		}
+		if rep != nil {
+			rep.Points++
+		}
+		err = r.walkPoint(p, func(b blockRef) error { fn(b); return nil })
+		if err != nil && rep != nil {
+			rep.errorf("restore point %s: %v", pid, err)
+		}
+	}
+	return nil
 }
 
 // checkIndex verifies that the index points only at packs that exist.
@@ -135,8 +141,9 @@ func (r *Repository) checkIndex(disk map[PackID]int64, rep *CheckReport) {
 	}
 }
 
-// checkData reads packs and verifies every blob in them.
-func (r *Repository) checkData(o CheckOptions, trailers map[PackID]map[uint32]packEntry, used map[PackID]map[uint32][]blockRef, rep *CheckReport) {
+// checkData reads packs and verifies every blob in them. The trailer is
+// decoded again from the pack read, so every blob's full ID is at hand.
+func (r *Repository) checkData(o CheckOptions, trailers map[PackID]*packUse, rep *CheckReport) {
 	var packs []PackID
 	for id := range trailers {
 		packs = append(packs, id)
@@ -147,6 +154,11 @@ func (r *Repository) checkData(o CheckOptions, trailers map[PackID]map[uint32]pa
 		n := int(float64(len(packs))*o.SubsetPercent/100 + 0.999)
 		packs = packs[:n]
 	}
+	type badBlob struct {
+		e   packEntry
+		err error
+	}
+	var bad []badBlob
 	for i, id := range packs {
 		if o.Progress != nil {
 			o.Progress(i, len(packs))
@@ -158,20 +170,41 @@ func (r *Repository) checkData(o CheckOptions, trailers map[PackID]map[uint32]pa
 		}
 		rep.PacksRead++
 		rep.BytesRead += int64(len(raw))
-		for off, e := range trailers[id] {
-			if _, err := r.codec.decode(e.Type, e.ID, raw[off:off+e.Length]); err != nil {
-				who := "no restore point uses it"
-				if refs := used[id][off]; len(refs) > 0 {
-					who = "used by " + refs[0].String()
-					if len(refs) > 1 {
-						who += fmt.Sprintf(" and %d more", len(refs)-1)
-					}
-				}
-				rep.errorf("pack %s offset %d: %s blob %s: %v (%s)", id, off, e.Type, e.ID.Short(), err, who)
+		entries, err := r.readTrailer(bytes.NewReader(raw), id, int64(len(raw)))
+		if err != nil {
+			rep.errorf("pack %s: %v", id, err)
+			continue
+		}
+		for _, e := range entries {
+			if _, err := r.codec.decode(e.Type, e.ID, raw[e.Offset:e.Offset+e.Length]); err != nil {
+				bad = append(bad, badBlob{e, err})
 			}
 		}
 	}
 	if o.Progress != nil {
 		o.Progress(len(packs), len(packs))
+	}
+	if len(bad) == 0 {
+		return
+	}
+	// Name who uses each damaged blob (a second walk, only on damage).
+	users := make(map[Location][]blockRef, len(bad))
+	for _, b := range bad {
+		users[b.e.Location] = nil
+	}
+	_ = r.walkPoints(nil, func(b blockRef) {
+		if refs, ok := users[b.Location]; ok && len(refs) < 3 {
+			users[b.Location] = append(refs, b)
+		}
+	})
+	for _, b := range bad {
+		who := "no restore point uses it"
+		if refs := users[b.e.Location]; len(refs) > 0 {
+			who = "used by " + refs[0].String()
+			if len(refs) > 1 {
+				who += fmt.Sprintf(" and %d more", len(refs)-1)
+			}
+		}
+		rep.errorf("pack %s offset %d: %s blob %s: %v (%s)", b.e.Pack, b.e.Offset, b.e.Type, b.e.ID.Short(), b.err, who)
 	}
 }

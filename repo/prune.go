@@ -30,25 +30,6 @@ type PruneReport struct {
 	DryRun          bool  `json:"dry_run"`
 }
 
-type packUse struct {
-	size, usedBytes int64
-	entries         []packEntry
-	byOffset        map[uint32]packEntry
-	used            map[uint32]bool
-}
-
-// lists reports whether the pack's trailer holds exactly the blob b names.
-func (u *packUse) lists(b blockRef) bool {
-	if u.byOffset == nil {
-		u.byOffset = make(map[uint32]packEntry, len(u.entries))
-		for _, e := range u.entries {
-			u.byOffset[e.Offset] = e
-		}
-	}
-	e, ok := u.byOffset[b.Offset]
-	return ok && e.ID == b.ID && e.Type == b.Type && e.Length == b.Length
-}
-
 // Prune frees the space of blobs no restore point uses: packs with no used
 // blob are deleted, packs with much unused space are repacked. The caller
 // holds the exclusive lock, so no backup runs meanwhile.
@@ -85,14 +66,9 @@ func (r *Repository) Prune(o PruneOptions) (*PruneReport, error) {
 	del, repack := make(map[PackID]bool), make(map[PackID]bool)
 	for id, u := range use {
 		rep.BytesBefore += u.size
-		// Unused bytes are those of unused blobs: the pack's own header,
-		// trailer and footer are not reclaimable, and counting them made
+		// Counting the pack's own header, trailer and footer as unused made
 		// small fully used packs qualify for repacking on every prune.
-		var blobBytes int64
-		for _, e := range u.entries {
-			blobBytes += int64(e.Length)
-		}
-		unused := blobBytes - u.usedBytes
+		unused := u.unusedBytes()
 		switch {
 		case u.usedBytes == 0:
 			del[id] = true
@@ -135,13 +111,9 @@ func (r *Repository) Prune(o PruneOptions) (*PruneReport, error) {
 	if _, err := r.syncIndex(ix); err != nil {
 		return nil, err
 	}
-	alt := make(map[ID]packEntry)
-	for id, u := range use {
-		if !del[id] {
-			for _, e := range u.entries {
-				alt[e.ID] = e
-			}
-		}
+	alt, err := r.survivingCopies(del, use)
+	if err != nil {
+		return nil, err
 	}
 	if err := ix.removePacks(del, func(id ID) (packEntry, bool) { e, ok := alt[id]; return e, ok }); err != nil {
 		return nil, err
@@ -170,7 +142,7 @@ func (r *Repository) packUsage() (map[PackID]*packUse, error) {
 		if err != nil {
 			return nil, fmt.Errorf("prune stopped, nothing deleted: %w (run `cairn check`)", err)
 		}
-		use[id] = &packUse{size: size, entries: entries, used: make(map[uint32]bool)}
+		use[id] = newPackUse(entries, size)
 	}
 	return use, nil
 }
@@ -188,15 +160,17 @@ func (r *Repository) repack(packs map[PackID]bool, use map[PackID]*packUse, rep 
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
 	for _, id := range ids {
+		entries, err := r.usedEntries(id, use[id])
+		if err != nil {
+			pw.abort()
+			return nil, err
+		}
 		raw, err := os.ReadFile(packPath(r.dir, id))
 		if err != nil {
 			pw.abort()
 			return nil, err
 		}
-		for _, e := range use[id].entries {
-			if !use[id].used[e.Offset] {
-				continue
-			}
+		for _, e := range entries {
 			stored := raw[e.Offset : e.Offset+e.Length]
 			if _, err := r.codec.decode(e.Type, e.ID, stored); err != nil {
 				pw.abort()
@@ -308,7 +282,7 @@ func (r *Repository) cleanTmp() int {
 func (r *Repository) markUsed(points []*RestorePoint, use map[PackID]*packUse, reset bool) error {
 	if reset {
 		for _, u := range use {
-			u.used, u.usedBytes = make(map[uint32]bool), 0
+			u.resetUsed()
 		}
 	}
 	for _, p := range points {
@@ -320,13 +294,11 @@ func (r *Repository) markUsed(points []*RestorePoint, use map[PackID]*packUse, r
 				}
 				return fmt.Errorf("%w: %s references missing pack %s; run `cairn check` before pruning", ErrCorrupt, b, b.Pack)
 			}
-			if !reset && !u.lists(b) {
+			i := u.lookup(b)
+			if i < 0 {
 				return fmt.Errorf("%w: %s names %s blob %s at pack %s offset %d, which the pack does not hold; run `cairn check`", ErrCorrupt, b, b.Type, b.ID.Short(), b.Pack, b.Offset)
 			}
-			if !u.used[b.Offset] {
-				u.used[b.Offset] = true
-				u.usedBytes += int64(b.Length)
-			}
+			u.mark(i)
 			return nil
 		})
 		if err != nil {
