@@ -35,7 +35,7 @@ PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
       qemu-system-x86 qemu-utils libnbd-bin openssh-server openssh-client
       qemu-guest-agent busybox cpio linux-image-amd64 e2fsprogs)
 missing=()
-installed=" $(dpkg-query -W -f='${Package}:${Status}\n' "${PKGS[@]}" 2>/dev/null | awk -F: '/ok installed/ {printf "%s ", $1}')"
+installed=" $(dpkg-query -W -f='${Package}:${Status}\n' "${PKGS[@]}" 2>/dev/null | awk -F: '/ok installed/ {printf "%s ", $1}' || true)"
 for p in "${PKGS[@]}"; do
   [[ $installed == *" $p "* ]] || missing+=("$p")
 done
