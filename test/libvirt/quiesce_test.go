@@ -87,3 +87,27 @@ func TestQuiesceWithGuestAgent(t *testing.T) {
 	}
 	t.Logf("backup without --quiesce at file %d: crash-consistent, the ext4 needs journal recovery as expected", n)
 }
+
+// TestSuspendBoundExpires: when the suspension bound passes before the
+// point in time is fixed, the timer resumes the guest (from its own
+// goroutine, which sets the expired flag the backup reads) and the backup
+// is crash-consistent, says so, and is still byte-exact; the guest runs
+// afterwards.
+func TestSuspendBoundExpires(t *testing.T) {
+	c := connect(t)
+	r := newRepo(t)
+	d := newDomain(t, c, "qcow2", 64*MiB)
+	d.start()
+	d.write(2*MiB, 1*MiB, 0x51)
+	res := backup(t, c, r, d.name, libvirt.Options{Suspend: true, MaxSuspend: time.Nanosecond})
+	if res.Consistency != "crash" {
+		t.Fatalf("backup whose suspension bound expired: consistency %q, want crash; notes %q", res.Consistency, res.Notes)
+	}
+	if !slices.ContainsFunc(res.Notes, func(s string) bool { return strings.Contains(s, "suspension bound") }) {
+		t.Fatalf("no note about the expired suspension bound: %q", res.Notes)
+	}
+	if st, _, _ := c.L.DomainGetState(d.dom, 0); st != 1 {
+		t.Fatalf("domain state %d after the backup, want running", st)
+	}
+	assertPoint(t, r, res.Summary.PointID, d.snapshotRef())
+}
