@@ -28,6 +28,8 @@
 #   cairn-guest: ready agent=/dev/vportNpM     qemu-ga and the writer run
 #   cairn-writer N                             /mnt/w/fN is written (in the page cache)
 #   cairn-guest: error ...                     the guest cannot go on
+# With cairn.nomount on the kernel command line the guest mounts nothing
+# and writes nothing: qemu-ga runs with no file system it can freeze.
 # File /mnt/w/fN holds the line "cairn guest file N" repeated, cut at
 # 16384 bytes; the writer keeps the newest 300 files and deletes older ones.
 # It continues numbering after the highest file already on the disk.
@@ -169,7 +171,9 @@ while [ ! -b /dev/vda ]; do
   n=$((n + 1)); [ $n -gt 200 ] && fail "no /dev/vda after 20 s"
   usleep 100000
 done
-mount -t ext4 /dev/vda /mnt || fail "mount /dev/vda"
+nomount=
+grep -qw cairn.nomount /proc/cmdline && nomount=1
+[ -n "$nomount" ] || mount -t ext4 /dev/vda /mnt || fail "mount /dev/vda"
 port=
 n=0
 while [ -z "$port" ]; do
@@ -184,6 +188,10 @@ while [ -z "$port" ]; do
 done
 mkdir -p /run/qga
 qemu-ga --method virtio-serial --path "$port" --statedir /run/qga &
+if [ -n "$nomount" ]; then
+  echo "cairn-guest: ready agent=$port nomount"
+  exec sleep 2147483647
+fi
 mkdir -p /mnt/w
 i=0
 for f in /mnt/w/f*; do

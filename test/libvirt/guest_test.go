@@ -69,8 +69,10 @@ func guestImage(t *testing.T) map[string]string {
 	return img
 }
 
-// newLinuxGuest defines (does not start) a guest with a fresh qcow2 disk.
-func newLinuxGuest(t *testing.T, c *libvirt.Conn) *linuxGuest {
+// newLinuxGuest defines (does not start) a guest with a fresh qcow2 disk;
+// args are added to the kernel command line (cairn.nomount: the guest
+// mounts and writes nothing).
+func newLinuxGuest(t *testing.T, c *libvirt.Conn, args ...string) *linuxGuest {
 	t.Helper()
 	img := guestImage(t)
 	dir := t.TempDir()
@@ -116,7 +118,7 @@ func newLinuxGuest(t *testing.T, c *libvirt.Conn) *linuxGuest {
     <controller type='usb' model='none'/>
     <memballoon model='none'/>
   </devices>
-</domain>`, d.name, img["kernel"], img["initrd"], img["cmdline"], d.disk, g.serial)
+</domain>`, d.name, img["kernel"], img["initrd"], strings.Join(append([]string{img["cmdline"]}, args...), " "), d.disk, g.serial)
 	dom, err := c.L.DomainDefineXML(x)
 	if err != nil {
 		t.Fatalf("define %s: %v", d.name, err)

@@ -111,3 +111,28 @@ func TestSuspendBoundExpires(t *testing.T) {
 	}
 	assertPoint(t, r, res.Summary.PointID, d.snapshotRef())
 }
+
+// TestQuiesceNothingFrozen: a guest whose agent answers but has no file
+// system it can freeze (the Linux guest mounts nothing) gets a
+// crash-consistent backup with a note saying so, not "filesystem", and
+// the agent is thawed afterwards (qemu-ga stays in its frozen state,
+// refusing most commands, until it is thawed, also when it froze nothing).
+func TestQuiesceNothingFrozen(t *testing.T) {
+	c := connect(t)
+	r := newRepo(t)
+	g := newLinuxGuest(t, c, "cairn.nomount")
+	g.boot()
+	res := backup(t, c, r, g.name, libvirt.Options{Quiesce: true})
+	if res.Consistency != "crash" || res.Kind != "full" {
+		t.Fatalf("quiesced backup of a guest with nothing to freeze: %+v", res)
+	}
+	if !slices.ContainsFunc(res.Notes, func(s string) bool { return strings.Contains(s, "froze no file system") }) {
+		t.Fatalf("no note that the agent froze nothing: %q", res.Notes)
+	}
+	if st := g.fsfreezeStatus(); st != "thawed" {
+		t.Fatalf("after the backup the guest agent says %q, want thawed", st)
+	}
+	if _, err := g.agent(`{"execute":"guest-get-fsinfo"}`); err != nil {
+		t.Fatalf("the guest agent refuses commands after the backup: %v", err)
+	}
+}
