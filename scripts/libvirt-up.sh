@@ -28,11 +28,16 @@ log() { printf '[libvirt-up %3ss] %s\n' "$((SECONDS - T0))" "$*"; }
 [[ $(id -u) == 0 ]] || { echo "libvirt-up.sh: run as root" >&2; exit 1; }
 
 # 1. packages -------------------------------------------------------------
+# The second line is what scripts/libvirt/guest-image.sh builds the Linux
+# test guest from (kernel + modules, busybox, the real qemu-ga, cpio) and
+# what the tests check its ext4 with.
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-      qemu-system-x86 qemu-utils libnbd-bin openssh-server openssh-client)
+      qemu-system-x86 qemu-utils libnbd-bin openssh-server openssh-client
+      qemu-guest-agent busybox cpio linux-image-amd64 e2fsprogs)
 missing=()
+installed=" $(dpkg-query -W -f='${Package}:${Status}\n' "${PKGS[@]}" 2>/dev/null | awk -F: '/ok installed/ {printf "%s ", $1}' || true)"
 for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  [[ $installed == *" $p "* ]] || missing+=("$p")
 done
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"

@@ -5,14 +5,19 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // suspendMu serializes suspensions: at most one guest of this process is
 // paused at any time.
 var suspendMu sync.Mutex
+
+// agentChannel is the virtio-serial channel name of the QEMU guest agent.
+const agentChannel = "org.qemu.guest_agent.0"
 
 // atPointInTime runs the pre command, makes the guest consistent as far as
 // asked and possible, calls fix (which fixes the point in time: starts the
@@ -25,16 +30,18 @@ func (j *job) atPointInTime(ctx context.Context, fix func() error) error {
 	}
 	defer j.hook(context.WithoutCancel(ctx), "post", j.o.Post)
 	if j.o.Quiesce {
-		if n, err := j.c.L.DomainFsfreeze(j.dom, nil, 0); err != nil {
-			j.note("cannot quiesce: the guest agent did not freeze the file systems (%v); the backup is crash-consistent", firstLine(err))
-		} else {
+		thaw, frozen := j.freeze()
+		if thaw != nil {
+			defer thaw(context.WithoutCancel(ctx))
+		}
+		if frozen {
 			j.res.Consistency = "filesystem"
-			defer func() {
-				if _, err := j.c.L.DomainFsthaw(j.dom, nil, 0); err != nil {
-					j.note("thawing the guest file systems failed: %v; check the guest (virsh domfsthaw %s)", err, j.name)
-				}
-			}()
-			_ = n
+		}
+	} else if state, ok := j.agent(); ok {
+		if state == "connected" {
+			j.noteOnce("the guest agent is connected but --quiesce was not given: the guest file systems are not frozen, the backup is not filesystem-consistent (add --quiesce)")
+		} else {
+			j.noteOnce("the domain has a guest agent channel (%s) but --quiesce was not given: the backup is not filesystem-consistent (run qemu-ga in the guest and add --quiesce)", agentChannel)
 		}
 	}
 	if j.o.Suspend && j.res.Consistency == "crash" {
@@ -45,6 +52,69 @@ func (j *job) atPointInTime(ctx context.Context, fix func() error) error {
 		defer resume()
 	}
 	return fix()
+}
+
+// freeze freezes the guest file systems through the guest agent (libvirt
+// sends guest-fsfreeze-freeze to qemu-ga). It returns the thaw to run as
+// soon as the point in time is fixed (nil when there is nothing to undo)
+// and whether the backup is filesystem-consistent: an agent that froze no
+// file system (none it can freeze is mounted) leaves it crash-consistent.
+func (j *job) freeze() (thaw func(context.Context), frozen bool) {
+	start := time.Now()
+	n, err := j.c.L.DomainFsfreeze(j.dom, nil, 0)
+	if err != nil {
+		if transient(err) {
+			// libvirt gave up waiting, but the agent may still freeze:
+			// thawing a guest that is not frozen does nothing.
+			j.c.L.DomainFsthaw(j.dom, nil, 0)
+		}
+		j.note("cannot quiesce: the guest agent did not freeze the file systems (%v); the backup is crash-consistent", firstLine(err))
+		return nil, false
+	}
+	thaw = func(ctx context.Context) {
+		// qemu-ga stays frozen (and refuses most commands) until thawed,
+		// also when it froze nothing: always thaw, retrying a slow agent.
+		err := retry(ctx, j.o.Retries, func() error {
+			_, err := j.c.L.DomainFsthaw(j.dom, nil, 0)
+			return err
+		})
+		if err != nil {
+			j.note("thawing the guest file systems failed: %v; the guest's writes are blocked until they are thawed: run `virsh domfsthaw %s`", firstLine(err), j.name)
+			return
+		}
+		if n > 0 {
+			j.note("%d guest file system(s) frozen through the guest agent for %s", n, time.Since(start).Round(time.Millisecond))
+		}
+	}
+	if n == 0 {
+		j.note("the guest agent froze no file system (none that it can freeze is mounted in the guest): the backup is crash-consistent")
+		return thaw, false
+	}
+	return thaw, true
+}
+
+// agent reports whether the domain has a guest agent channel and its state
+// when the backup started ("connected", "disconnected" or "" when libvirt
+// does not say).
+func (j *job) agent() (state string, ok bool) {
+	if j.xml == nil || j.xml.Devices == nil {
+		return "", false
+	}
+	for _, ch := range j.xml.Devices.Channels {
+		if t := ch.Target; t != nil && t.VirtIO != nil && t.VirtIO.Name == agentChannel {
+			return t.VirtIO.State, true
+		}
+	}
+	return "", false
+}
+
+// noteOnce notes msg unless it is noted already (the point in time is
+// taken twice when a broken checkpoint chain forces a full backup).
+func (j *job) noteOnce(format string, a ...any) {
+	if slices.Contains(j.res.Notes, fmt.Sprintf(format, a...)) {
+		return
+	}
+	j.note(format, a...)
 }
 
 // suspend pauses the guest with a bound: the guest resumes after
@@ -58,21 +128,23 @@ func (j *job) suspend() (resume func(), err error) {
 	}
 	start := time.Now()
 	var once sync.Once
-	expired := false
+	var expired atomic.Bool // set by the timer's goroutine
+	var resumeErr error     // written inside once, read after it
 	do := func() {
 		once.Do(func() {
-			if err := j.c.L.DomainResume(j.dom); err != nil {
-				j.note("resume failed: %v; resume it with `virsh resume %s`", err, j.name)
-			}
+			resumeErr = j.c.L.DomainResume(j.dom)
 			suspendMu.Unlock()
 		})
 	}
-	timer := time.AfterFunc(j.o.MaxSuspend, func() { expired = true; do() })
+	timer := time.AfterFunc(j.o.MaxSuspend, func() { expired.Store(true); do() })
 	j.res.Consistency = "suspended"
 	return func() {
 		timer.Stop()
 		do()
-		if expired {
+		if resumeErr != nil {
+			j.note("resume failed: %v; resume it with `virsh resume %s`", resumeErr, j.name)
+		}
+		if expired.Load() {
 			j.res.Consistency = "crash"
 			j.note("the guest was resumed after the suspension bound of %s, before the backup point was fixed: crash-consistent", j.o.MaxSuspend)
 		} else {
