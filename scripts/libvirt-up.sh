@@ -111,5 +111,5 @@ else
   virsh version >/dev/null 2>&1 || { echo "libvirt-up.sh: libvirtd did not answer; see $STATE/log/libvirtd.log" >&2; exit 1; }
   log "started libvirtd (pid $(cat "$PIDF"))"
 fi
-virsh capabilities | grep -q "domain type='qemu'" || { echo "libvirt-up.sh: libvirtd has no QEMU driver; see $STATE/log/libvirtd.log" >&2; exit 1; }
+grep -q "domain type='qemu'" <<<"$(virsh capabilities)" || { echo "libvirt-up.sh: libvirtd has no QEMU driver; see $STATE/log/libvirtd.log" >&2; exit 1; }
 log "ready: qemu:///system"

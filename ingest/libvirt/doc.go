@@ -45,10 +45,13 @@
 // restore point of the domain (same UUID) whose checkpoint still exists.
 //
 // Consistency: Options.Quiesce freezes the guest file systems through the
-// guest agent around the point in time and records "filesystem"; with no
-// agent the backup is "crash" and a note says so. Options.Suspend pauses
-// the guest instead (one guest at a time, resumed after MaxSuspend at the
-// latest: "suspended"). Pre and post commands run on this machine.
+// QEMU guest agent around the point in time and records "filesystem"; an
+// agent that froze nothing, or no agent, gives "crash" with a note. Without
+// Quiesce, a domain with a guest agent channel gets a note that it could be
+// quiesced. Options.Suspend pauses the guest instead (one guest at a time,
+// resumed after MaxSuspend at the latest: "suspended"). Pre and post
+// commands run on this machine. test/libvirt proves the agent path against
+// the real qemu-ga in a Linux guest built by scripts/libvirt/guest-image.sh.
 //
 // Serialization: one backup per domain (an flock'd file per hypervisor and
 // domain UUID, and libvirt's own job check first, because a second
