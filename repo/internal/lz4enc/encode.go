@@ -43,6 +43,9 @@ func load32(b []byte, i int) uint32 {
 	return binary.LittleEndian.Uint32(unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(b)), i)), 4))
 }
 
+// store64 writes v at dst[i:i+8], with a bounds check.
+func store64(dst []byte, i int, v uint64) { binary.LittleEndian.PutUint64(dst[i:], v) }
+
 func load64(b []byte, i int) uint64 {
 	return binary.LittleEndian.Uint64(unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(b)), i)), 8))
 }
@@ -126,7 +129,18 @@ func (e *Encoder) compress(src, dst []byte) (anchor, di int) {
 		} else {
 			dst[tok] = byte(litLen << 4)
 		}
-		di += copy(dst[di:], src[anchor:ip])
+		// Short runs (most of them) are copied 8 bytes at a time; the
+		// check above leaves at least 9 bytes of room after them, and
+		// any bytes written past the run are overwritten next.
+		if litLen <= 16 && ip+8 <= len(src) {
+			store64(dst, di, load64(src, anchor))
+			if litLen > 8 {
+				store64(dst, di+8, load64(src, anchor+8))
+			}
+			di += litLen
+		} else {
+			di += copy(dst[di:], src[anchor:ip])
+		}
 
 		for {
 			// Encode the match at ip against match.
