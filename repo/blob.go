@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/pierrec/lz4/v4"
+
+	"github.com/cairn-backup/cairn/repo/internal/lz4enc"
 )
 
 // BlobType tells data blocks from block tables; it is bound into each
@@ -47,7 +49,7 @@ type blobCodec struct {
 }
 
 // encode appends the stored form of data to dst; comp may be reused per goroutine.
-func (c *blobCodec) encode(dst []byte, t BlobType, id ID, data []byte, comp *lz4.Compressor) []byte {
+func (c *blobCodec) encode(dst []byte, t BlobType, id ID, data []byte, comp *compressor) []byte {
 	bp := plainPool.Get().(*[]byte)
 	defer plainPool.Put(bp)
 	hdr := 1 + binary.MaxVarintLen64
@@ -59,11 +61,11 @@ func (c *blobCodec) encode(dst []byte, t BlobType, id ID, data []byte, comp *lz4
 	// the output would not save at least 1/32: incompressible blocks cost
 	// little time.
 	limit := len(data) - len(data)/32 - hdr
-	n, err := 0, error(nil)
+	n := 0
 	if limit > 0 {
-		n, err = comp.CompressBlock(data, plain[hdr:hdr+limit])
+		n = comp.compress(data, plain[hdr:hdr+limit])
 	}
-	if err != nil || n == 0 {
+	if n == 0 {
 		plain = append(plain[:0], codecRaw)
 		plain = append(plain, data...)
 	} else {
@@ -127,4 +129,29 @@ func blobAAD(t BlobType, id ID) []byte {
 	return aad
 }
 
-func newCompressor() *lz4.Compressor { return new(lz4.Compressor) }
+// compressor writes lz4 blocks; it may be reused, by one goroutine at a time.
+// Blobs of up to 64 KiB (data blocks at the default block size) go through
+// lz4enc, tuned for them; larger ones through pierrec's general encoder.
+// Both write the same lz4 block format.
+type compressor struct {
+	small lz4enc.Encoder
+	large *lz4.Compressor
+}
+
+func newCompressor() *compressor { return new(compressor) }
+
+// compress writes src as an lz4 block into dst and returns its length, or
+// 0 if it does not fit.
+func (c *compressor) compress(src, dst []byte) int {
+	if len(src) <= lz4enc.MaxInput {
+		return c.small.Compress(src, dst)
+	}
+	if c.large == nil {
+		c.large = new(lz4.Compressor)
+	}
+	n, err := c.large.CompressBlock(src, dst)
+	if err != nil {
+		return 0
+	}
+	return n
+}

@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/pierrec/lz4/v4"
 )
 
 // Session writes new blobs and finally one restore point. Any number of
@@ -44,7 +42,7 @@ func (r *Repository) NewSession() (*Session, error) {
 		return nil, fmt.Errorf("open index: %w", err)
 	}
 	s := &Session{r: r, pw: newPackWriter(r), ix: ix, overlay: make(map[ID]Location), live: make(map[PackID]struct{})}
-	s.comp.New = func() any { return new(lz4.Compressor) }
+	s.comp.New = func() any { return newCompressor() }
 	for i := range s.shards {
 		s.shards[i].m = make(map[ID]Location)
 	}
@@ -118,7 +116,7 @@ func (s *Session) Store(t BlobType, id ID, data []byte) (loc Location, isNew boo
 	if loc, ok, err := s.Find(id); ok || err != nil {
 		return loc, false, err
 	}
-	comp := s.comp.Get().(*lz4.Compressor)
+	comp := s.comp.Get().(*compressor)
 	bp := plainPool.Get().(*[]byte)
 	stored := s.r.codec.encode((*bp)[:0], t, id, data, comp)
 	s.comp.Put(comp)
