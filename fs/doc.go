@@ -138,7 +138,10 @@
 //   - Memory: decoded blocks are cached within --cache-size (256 MiB by
 //     default), spread over at most max(4, size/64 MiB) open disks; a disk
 //     read while that many others are open closes the least recently
-//     used one. Block tables add up to 8 MiB per open disk. What is
+//     used one. A block's buffer is reused for another block once the
+//     cache has dropped it and the replies that hold it have been sent
+//     (up to 32 MiB of idle buffers are kept), so a long read does not
+//     allocate fresh memory per block. Block tables add up to 8 MiB per open disk. What is
 //     inside the disks (partition tables, volumes, opened guest file
 //     systems and their caches) is kept for the 8 restore points browsed
 //     most recently, and guest directory listings for up to 262,144

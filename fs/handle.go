@@ -29,11 +29,11 @@ var (
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if sr, ok := h.h.(tree.SliceReader); ok {
 		// Disk images: the kernel copies straight from the block cache.
-		vec, _, err := sr.ReadSlices(off, len(dest))
+		s, err := sr.ReadSlices(off, len(dest))
 		if err != nil {
 			return nil, h.readError(err, off)
 		}
-		return fuse.ReadResultVector(vec), 0
+		return &slicesResult{s}, 0
 	}
 	n, err := h.h.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
@@ -92,3 +92,30 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 	}
 	return uint64(got), 0
 }
+
+// slicesResult is a read reply of cached blocks. go-fuse writes the slices
+// to the kernel as they are (Slices, writev) and calls Done once the reply
+// is sent, or when it is dropped: the blocks are released then, and only
+// then may their buffers be recycled. A reply go-fuse drops without Done
+// (an interrupted request) only leaves its blocks to the garbage collector.
+type slicesResult struct{ s *tree.Slices }
+
+var _ fuse.ReadResult = (*slicesResult)(nil)
+
+func (r *slicesResult) Size() int { return r.s.N }
+
+func (r *slicesResult) Slices() ([][]byte, fuse.Status) { return r.s.Vec, fuse.OK }
+
+// Bytes concatenates the slices into buf (go-fuse's fallback path).
+func (r *slicesResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	if cap(buf) < r.s.N {
+		buf = make([]byte, r.s.N)
+	}
+	buf = buf[:0]
+	for _, v := range r.s.Vec {
+		buf = append(buf, v...)
+	}
+	return buf, fuse.OK
+}
+
+func (r *slicesResult) Done() { r.s.Release() }

@@ -3,6 +3,9 @@ package repo
 import (
 	"fmt"
 	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
 )
 
 // DiskReader reads one disk of a restore point. Any offset maps to its
@@ -16,7 +19,70 @@ type DiskReader struct {
 	disk   *Disk
 	tables map[uint32]TableRef
 	tcache *lru[uint32, []BlockEntry]
-	bcache *lru[int64, []byte]
+	bcache *lru[int64, *Block]
+	bufs   *blockBufs
+}
+
+// Block is a decoded, verified block, shared by the DiskReader's cache
+// and its readers. Its buffer is recycled for another block once the
+// cache has dropped it and every reader that acquired it has released
+// it, so that reading a disk does not allocate (and the kernel does not
+// clear) fresh memory for every block.
+type Block struct {
+	// Data is the block's bytes. Read only, and only until Release.
+	Data []byte
+	refs atomic.Int32
+	bufs *blockBufs
+}
+
+// Release gives up the caller's hold on b; b.Data must not be used after.
+func (b *Block) Release() {
+	switch n := b.refs.Add(-1); {
+	case n == 0:
+		b.bufs.put(b.Data)
+		b.Data = nil
+	case n < 0:
+		panic("repo: Block released more often than acquired")
+	}
+}
+
+// blockBufs keeps decode buffers of one block size for reuse; what does
+// not fit is left to the garbage collector.
+type blockBufs struct {
+	size int
+	free chan []byte
+}
+
+// maxIdleBlockBufs bounds the memory of idle decode buffers, per block size.
+const maxIdleBlockBufs = 32 << 20
+
+var blockBufPools sync.Map // block size -> *blockBufs
+
+func blockBufsFor(size int) *blockBufs {
+	if p, ok := blockBufPools.Load(size); ok {
+		return p.(*blockBufs)
+	}
+	p, _ := blockBufPools.LoadOrStore(size, &blockBufs{size: size, free: make(chan []byte, max(4, maxIdleBlockBufs/max(size, 1)))})
+	return p.(*blockBufs)
+}
+
+func (p *blockBufs) get() []byte {
+	select {
+	case b := <-p.free:
+		return b
+	default:
+		return make([]byte, 0, p.size)
+	}
+}
+
+func (p *blockBufs) put(b []byte) {
+	if cap(b) < p.size {
+		return
+	}
+	select {
+	case p.free <- b[:0]:
+	default:
+	}
 }
 
 // OpenDisk opens disk name of restore point p. cacheBytes bounds the cache
@@ -33,8 +99,14 @@ func (r *Repository) OpenDisk(p *RestorePoint, name string, cacheBytes int64) (*
 		r: r, point: p, disk: d,
 		tables: make(map[uint32]TableRef, len(d.Tables)),
 		tcache: newLRU[uint32](8<<20, func(t []BlockEntry) int64 { return int64(len(t)) * 64 }),
-		bcache: newLRU[int64](cacheBytes, func(b []byte) int64 { return int64(cap(b)) }),
+		bcache: newLRU[int64](cacheBytes, func(b *Block) int64 { return int64(cap(b.Data)) }),
+		bufs:   blockBufsFor(d.BlockSize),
 	}
+	// The cache holds one reference to each block it keeps; a hit is a
+	// new reference, taken under the cache's lock so that an eviction
+	// cannot recycle the block in between.
+	dr.bcache.onHit = func(b *Block) { b.refs.Add(1) }
+	dr.bcache.onEvict = (*Block).Release
 	for _, t := range d.Tables {
 		dr.tables[t.Index] = t
 	}
@@ -85,25 +157,52 @@ func (dr *DiskReader) blockLen(b int64) int {
 	return int(min(bs, dr.disk.Size-b*bs))
 }
 
-// ReadBlock returns the verified bytes of block b, or nil for a zero block.
-// The returned slice is shared: do not modify it.
-func (dr *DiskReader) ReadBlock(b int64) ([]byte, error) {
-	if data, ok := dr.bcache.get(b); ok {
-		return data, nil
+// AcquireBlock returns block b, verified, through the cache, or nil for a
+// zero block. The caller must Release it when done with its Data.
+func (dr *DiskReader) AcquireBlock(b int64) (*Block, error) {
+	if blk, ok := dr.bcache.get(b); ok {
+		return blk, nil
 	}
 	e, err := dr.Entry(b)
 	if err != nil || e.IsZero() {
 		return nil, err
 	}
-	data, err := dr.r.LoadBlob(BlobData, e.ID, e.Location)
+	buf := dr.bufs.get()
+	data, err := dr.r.LoadBlobInto(buf, BlobData, e.ID, e.Location)
 	if err != nil {
+		dr.bufs.put(buf)
 		return nil, fmt.Errorf("restore point %s disk %s offset %d: %w", dr.point.ID, dr.disk.Name, b*int64(dr.disk.BlockSize), err)
 	}
 	if len(data) != dr.blockLen(b) {
+		dr.bufs.put(data)
 		return nil, fmt.Errorf("%w: restore point %s disk %s block %d has %d bytes, want %d", ErrCorrupt, dr.point.ID, dr.disk.Name, b, len(data), dr.blockLen(b))
 	}
-	dr.bcache.add(b, data)
-	return data, nil
+	blk := &Block{Data: data, bufs: dr.bufs}
+	blk.refs.Store(2) // the caller's and the cache's
+	if !dr.bcache.add(b, blk) {
+		blk.refs.Add(-1) // cached meanwhile by another reader: only ours
+	}
+	return blk, nil
+}
+
+// Prefetch loads block b into the cache.
+func (dr *DiskReader) Prefetch(b int64) error {
+	blk, err := dr.AcquireBlock(b)
+	if blk != nil {
+		blk.Release()
+	}
+	return err
+}
+
+// ReadBlock returns a copy of the verified bytes of block b, or nil for a
+// zero block.
+func (dr *DiskReader) ReadBlock(b int64) ([]byte, error) {
+	blk, err := dr.AcquireBlock(b)
+	if err != nil || blk == nil {
+		return nil, err
+	}
+	defer blk.Release()
+	return slices.Clone(blk.Data), nil
 }
 
 // ReadBlockInto reads block b into dst (grown if needed), bypassing the
@@ -136,15 +235,16 @@ func (dr *DiskReader) ReadAt(p []byte, off int64) (int, error) {
 	for n < len(p) && off < dr.disk.Size {
 		b := off / bs
 		within := int(off - b*bs)
-		data, err := dr.ReadBlock(b)
+		blk, err := dr.AcquireBlock(b)
 		if err != nil {
 			return n, err
 		}
 		want := min(len(p)-n, dr.blockLen(b)-within)
-		if data == nil {
+		if blk == nil {
 			clear(p[n : n+want])
 		} else {
-			copy(p[n:n+want], data[within:])
+			copy(p[n:n+want], blk.Data[within:])
+			blk.Release()
 		}
 		n += want
 		off += int64(want)

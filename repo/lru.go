@@ -13,6 +13,9 @@ type lru[K comparable, V any] struct {
 	ll    *list.List
 	items map[K]*list.Element
 	size  func(V) int64
+	// onHit and onEvict, when set, run under the cache's lock: on a
+	// value get returns, and on a value leaving the cache.
+	onHit, onEvict func(V)
 }
 
 type lruItem[K comparable, V any] struct {
@@ -29,18 +32,25 @@ func (c *lru[K, V]) get(k K) (V, bool) {
 	defer c.mu.Unlock()
 	if e, ok := c.items[k]; ok {
 		c.ll.MoveToFront(e)
-		return e.Value.(*lruItem[K, V]).val, true
+		v := e.Value.(*lruItem[K, V]).val
+		if c.onHit != nil {
+			c.onHit(v)
+		}
+		return v, true
 	}
 	var zero V
 	return zero, false
 }
 
-func (c *lru[K, V]) add(k K, v V) {
+// add caches v under k, evicting the least recently used values beyond
+// the size bound. It reports false, keeping the cached value, when k is
+// cached already.
+func (c *lru[K, V]) add(k K, v V) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.items[k]; ok {
 		c.ll.MoveToFront(e)
-		return
+		return false
 	}
 	c.items[k] = c.ll.PushFront(&lruItem[K, V]{k, v})
 	c.used += c.size(v)
@@ -50,5 +60,9 @@ func (c *lru[K, V]) add(k K, v V) {
 		c.ll.Remove(e)
 		delete(c.items, it.key)
 		c.used -= c.size(it.val)
+		if c.onEvict != nil {
+			c.onEvict(it.val)
+		}
 	}
+	return true
 }

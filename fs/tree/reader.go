@@ -168,7 +168,7 @@ func (p *sourcePool) work() {
 // load reads block b into the DiskReader cache. Errors are dropped: the
 // read that needs the block reads it again and reports them.
 func (s *source) load(b int64, f *fetch) {
-	s.dr.ReadBlock(b)
+	s.dr.Prefetch(b)
 	s.mu.Lock()
 	delete(s.inflight, b)
 	s.mu.Unlock()
@@ -252,14 +252,16 @@ var zeros = make([]byte, 1<<20)
 // On error it returns 0 and a *ReadError: a partly read range is never
 // passed on.
 func (h *diskHandle) ReadAt(p []byte, off int64) (int, error) {
-	vec, n, err := h.ReadSlices(off, len(p))
+	s, err := h.ReadSlices(off, len(p))
 	if err != nil {
 		return 0, err
 	}
 	k := 0
-	for _, v := range vec {
+	for _, v := range s.Vec {
 		k += copy(p[k:], v)
 	}
+	n := s.N
+	s.Release()
 	if n < len(p) {
 		return n, io.EOF
 	}
@@ -267,54 +269,59 @@ func (h *diskHandle) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // ReadSlices returns the n bytes at off as read-only slices: blocks from
-// the DiskReader cache, and a shared zero buffer for holes. Nothing is
-// copied, so the FUSE layer hands them to the kernel as they are. At the
-// end of the range it returns fewer bytes (n = 0 past the end).
-func (h *diskHandle) ReadSlices(off int64, n int) ([][]byte, int, error) {
+// the DiskReader cache, held until the result's Release, and a shared
+// zero buffer for holes. Nothing is copied, so the FUSE layer hands them
+// to the kernel as they are. At the end of the range it returns fewer
+// bytes (N = 0 past the end).
+func (h *diskHandle) ReadSlices(off int64, n int) (*Slices, error) {
 	if off < 0 {
-		return nil, 0, syscall.EINVAL
+		return nil, syscall.EINVAL
 	}
 	if off >= h.size || n <= 0 {
-		return nil, 0, nil
+		return &Slices{}, nil
 	}
 	n = int(min(int64(n), h.size-off))
 	abs := h.base + off
 	src, err := h.t.disks.get(h.p, h.d)
 	if err != nil {
-		return nil, 0, h.fail(abs, err)
+		return nil, h.fail(abs, err)
 	}
 	first, last := abs/src.bs, (abs+int64(n)-1)/src.bs
 	h.readahead(src, off, n, first, last)
-	vec := make([][]byte, 0, last-first+1)
-	zeroRun := 0 // bytes of zeros not yet in vec
+	s := &Slices{Vec: make([][]byte, 0, last-first+1), N: n}
+	zeroRun := 0 // bytes of zeros not yet in s.Vec
 	flushZeros := func() {
 		for zeroRun > 0 {
 			k := min(zeroRun, len(zeros))
-			vec = append(vec, zeros[:k])
+			s.Vec = append(s.Vec, zeros[:k])
 			zeroRun -= k
 		}
 	}
 	for b, pos := first, abs; b <= last; b++ {
 		src.await(b)
-		data, err := src.dr.ReadBlock(b)
+		blk, err := src.dr.AcquireBlock(b)
 		if err != nil {
-			return nil, 0, h.fail(pos, err)
+			s.Release()
+			return nil, h.fail(pos, err)
 		}
 		within := pos - b*src.bs
 		want := min(abs+int64(n), (b+1)*src.bs) - pos
-		if data == nil {
+		if blk == nil {
 			zeroRun += int(want)
 		} else {
+			s.blocks = append(s.blocks, blk)
+			data := blk.Data
 			if int64(len(data)) < within+want {
-				return nil, 0, h.fail(pos, io.ErrUnexpectedEOF)
+				s.Release()
+				return nil, h.fail(pos, io.ErrUnexpectedEOF)
 			}
 			flushZeros()
-			vec = append(vec, data[within:within+want:within+want])
+			s.Vec = append(s.Vec, data[within:within+want:within+want])
 		}
 		pos += want
 	}
 	flushZeros()
-	return vec, n, nil
+	return s, nil
 }
 
 // readahead decides what to prefetch for a read of n bytes at off

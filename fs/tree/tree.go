@@ -423,10 +423,28 @@ type Seeker interface {
 // ReadSlices returns up to n bytes at off as slices of buffers that
 // nobody modifies (cached blocks, a shared zero buffer for holes), so that
 // they can be handed to the kernel without copying; the caller must not
-// modify them either. It returns fewer bytes at the end of the file and,
-// like ReadAt, no data and a *ReadError when a block cannot be read.
+// modify them either, and must call Release on the result once it is done
+// with them (their blocks' buffers are recycled after). It returns fewer
+// bytes at the end of the file and, like ReadAt, no data and a *ReadError
+// when a block cannot be read.
 type SliceReader interface {
-	ReadSlices(off int64, n int) (vec [][]byte, got int, err error)
+	ReadSlices(off int64, n int) (*Slices, error)
+}
+
+// Slices are bytes of a disk as read-only views of cached blocks and of a
+// shared zero buffer, valid until Release.
+type Slices struct {
+	Vec    [][]byte
+	N      int // bytes in Vec
+	blocks []*repo.Block
+}
+
+// Release gives the blocks back; Vec must not be used after.
+func (s *Slices) Release() {
+	for _, b := range s.blocks {
+		b.Release()
+	}
+	s.blocks, s.Vec = nil, nil
 }
 
 // Symlink is a symbolic link.
