@@ -116,7 +116,7 @@ func (c *blobCodec) decodeInto(dst []byte, t BlobType, id ID, stored []byte) ([]
 	default:
 		return nil, fmt.Errorf("%w: unknown codec %d", ErrCorrupt, plain[0])
 	}
-	if verifySum(c.hasher, data) != id {
+	if c.hasher.Sum(data) != id {
 		return nil, fmt.Errorf("%w: %s blob %s does not match its hash", ErrCorrupt, t, id.Short())
 	}
 	return data, nil

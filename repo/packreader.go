@@ -7,8 +7,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-
-	"github.com/zeebo/blake3"
 )
 
 // packFiles caches open pack file descriptors for positional reads.
@@ -104,37 +102,4 @@ func (r *Repository) LoadBlobInto(dst []byte, t BlobType, id ID, loc Location) (
 		return nil, fmt.Errorf("blob %s in pack %s at offset %d: %w", id.Short(), loc.Pack, loc.Offset, err)
 	}
 	return data, nil
-}
-
-// keyedHashers recycles keyed BLAKE3 states for verifying blobs on read:
-// a fresh keyed state is about 9 KiB to allocate and clear, per block.
-// Each pooled state remembers its key, so repositories with different
-// keys in one process never share one.
-var keyedHashers sync.Pool
-
-type keyedHasher struct {
-	key [32]byte
-	h   *blake3.Hasher
-}
-
-// verifySum is h.Sum(data) with a recycled hashing state.
-func verifySum(h *Hasher, data []byte) ID {
-	if h.key == nil {
-		return ID(blake3.Sum256(data))
-	}
-	kh, _ := keyedHashers.Get().(*keyedHasher)
-	if kh == nil || kh.key != *h.key {
-		k, err := blake3.NewKeyed(h.key[:])
-		if err != nil {
-			panic(err) // key length is fixed at 32
-		}
-		kh = &keyedHasher{key: *h.key, h: k}
-	} else {
-		kh.h.Reset()
-	}
-	kh.h.Write(data)
-	var id ID
-	kh.h.Sum(id[:0])
-	keyedHashers.Put(kh)
-	return id
 }

@@ -3,7 +3,10 @@ package repo
 import (
 	"bytes"
 	"fmt"
+	"sync"
 	"testing"
+
+	"github.com/zeebo/blake3"
 )
 
 // TestLoadBlobOwnsResult: a block read with LoadBlob stays the caller's.
@@ -100,13 +103,37 @@ func BenchmarkLoadBlob(b *testing.B) {
 // TestVerifySum: the recycled hashing states give Hasher.Sum's IDs, for
 // keyed and unkeyed hashers used in turn (a state keyed for one
 // repository must never verify another's blobs).
-func TestVerifySum(t *testing.T) {
-	hs := []*Hasher{NewHasher(&[32]byte{1}), NewHasher(nil), NewHasher(&[32]byte{2})}
-	for i := 0; i < 30; i++ {
-		h := hs[i%len(hs)]
-		data := blockData(uint64(i+1), 100+i*5000)
-		if got, want := verifySum(h, data), h.Sum(data); got != want {
-			t.Fatalf("round %d: verifySum %s, Sum %s", i, got.Short(), want.Short())
+// Hasher.Sum recycles keyed states: interleaved hashers, keys and sizes,
+// also from several goroutines, give the IDs of fresh states.
+func TestHasherSumRecycled(t *testing.T) {
+	keys := []*[32]byte{{1}, nil, {2}}
+	hs := []*Hasher{NewHasher(keys[0]), NewHasher(keys[1]), NewHasher(keys[2])}
+	fresh := func(key *[32]byte, data []byte) ID {
+		if key == nil {
+			return ID(blake3.Sum256(data))
 		}
+		k, err := blake3.NewKeyed(key[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.Write(data)
+		var id ID
+		k.Sum(id[:0])
+		return id
 	}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 30; i++ {
+				data := blockData(uint64(g*100+i+1), 100+i*5000)
+				if got, want := hs[i%3].Sum(data), fresh(keys[i%3], data); got != want {
+					t.Errorf("goroutine %d round %d: Sum %s, fresh state %s", g, i, got.Short(), want.Short())
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
