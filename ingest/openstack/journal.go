@@ -31,11 +31,14 @@ const (
 const (
 	KindImage      = "image"
 	KindAttachment = "attachment"
-	KindVolume     = "volume"
-	KindSnapshot   = "snapshot"
+	// KindServerAttachment is a Nova attachment of a temporary volume to
+	// the server cairn runs on; its id is "<server>/<volume>".
+	KindServerAttachment = "server_attachment"
+	KindVolume           = "volume"
+	KindSnapshot         = "snapshot"
 )
 
-var kindOrder = map[string]int{KindImage: 0, KindAttachment: 1, KindVolume: 2, KindSnapshot: 3}
+var kindOrder = map[string]int{KindImage: 0, KindAttachment: 1, KindServerAttachment: 1, KindVolume: 2, KindSnapshot: 3}
 
 // Temp is one temporary resource. Name is unique per run, so a resource
 // whose creation response was lost can still be found by name.
