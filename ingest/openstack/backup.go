@@ -135,6 +135,7 @@ func (cl *Cloud) Backup(ctx context.Context, r *repo.Repository, servers []*Serv
 		return nil, err
 	}
 	run.tm = &temps{cl: cl, j: j, to: o.Timeouts}
+	stopBeat := run.heartbeat(ctx)
 	results := make([]ServerResult, len(servers))
 	g := new(errgroup.Group)
 	g.SetLimit(o.Limits.Servers)
@@ -145,6 +146,7 @@ func (cl *Cloud) Backup(ctx context.Context, r *repo.Repository, servers []*Serv
 		})
 	}
 	g.Wait()
+	stopBeat()
 	closeErr := j.Close()
 	failed := 0
 	for _, res := range results {

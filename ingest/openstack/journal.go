@@ -118,7 +118,8 @@ func (j *Journal) TempName(server, what string) string {
 
 // Metadata is the marker metadata for a temporary of server.
 func (j *Journal) Metadata(server string) map[string]string {
-	return map[string]string{MetaTemporary: "true", MetaRun: j.Run, MetaServer: server}
+	return map[string]string{MetaTemporary: "true", MetaRun: j.Run, MetaServer: server, MetaHost: hostname(),
+		MetaHeartbeat: time.Now().UTC().Format(time.RFC3339)}
 }
 
 func (j *Journal) write(r journalRecord) error {
