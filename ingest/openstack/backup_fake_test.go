@@ -3,6 +3,7 @@ package openstack
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -43,6 +44,8 @@ type bkFake struct {
 	// hosts are more servers (id -> project, status), candidates for
 	// --attach-to-server.
 	hosts map[string][2]string
+
+	beats []string // "METHOD path body" of heartbeat updates
 }
 
 func newBkFake(t *testing.T) *bkFake {
@@ -68,6 +71,10 @@ func (f *bkFake) serve(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	p := r.URL.Path
 	switch {
+	case (r.Method == "POST" && strings.HasSuffix(p, "/metadata")) || (r.Method == "PATCH" && strings.HasPrefix(p, "/image/v2/images/")):
+		b, _ := io.ReadAll(r.Body)
+		f.beats = append(f.beats, r.Method+" "+p+" "+string(b))
+		f.reply(w, 200, map[string]any{})
 	case r.Method == "POST" && p == "/identity/v3/auth/tokens":
 		w.Header().Set("X-Subject-Token", "tok")
 		ep := func(typ, path string) map[string]any {

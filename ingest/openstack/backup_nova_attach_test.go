@@ -150,3 +150,49 @@ func TestFindLocalDisk(t *testing.T) {
 		t.Errorf("a regular file %s was taken for the volume's block device", dev)
 	}
 }
+
+// TestHeartbeat: while a run lives, every live temporary with an id gets
+// its cairn_heartbeat refreshed (volumes and snapshots through Cinder's
+// metadata, images through a Glance property); attachments carry none.
+func TestHeartbeat(t *testing.T) {
+	f := newBkFake(t)
+	f.rootSnapshot = "queued" // serves Glance's version discovery
+	cl, err := Connect(context.Background(), f.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := NewJournal(t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tmp := range []Temp{{Kind: KindVolume, Name: "v", ID: "vol9"}, {Kind: KindSnapshot, Name: "s", ID: "snap9"},
+		{Kind: KindImage, Name: "i", ID: "img9"}, {Kind: KindAttachment, Name: "a", ID: "att9"}, {Kind: KindVolume, Name: "no-id-yet"}} {
+		j.Created(tmp)
+	}
+	old := HeartbeatInterval
+	HeartbeatInterval = 20 * time.Millisecond
+	t.Cleanup(func() { HeartbeatInterval = old })
+	b := &backupRun{cl: cl, tm: &temps{cl: cl, j: j}}
+	stop := b.heartbeat(context.Background())
+	time.Sleep(150 * time.Millisecond)
+	stop()
+	f.mu.Lock()
+	beats := strings.Join(f.beats, "\n")
+	f.mu.Unlock()
+	for _, want := range []string{"POST /volume/v3/p1/volumes/vol9/metadata {\"metadata\":{\"cairn_heartbeat\":\"",
+		"POST /volume/v3/p1/snapshots/snap9/metadata {\"metadata\":{\"cairn_heartbeat\":\"",
+		"PATCH /image/v2/images/img9 [{\"op\":\"add\",\"path\":\"/cairn_heartbeat\""} {
+		if !strings.Contains(beats, want) {
+			t.Errorf("no heartbeat %s in:\n%s", want, beats)
+		}
+	}
+	if strings.Contains(beats, "att9") || strings.Contains(beats, "volumes//") {
+		t.Errorf("heartbeat on an attachment or a temporary without id:\n%s", beats)
+	}
+	n := len(f.beats)
+	time.Sleep(60 * time.Millisecond)
+	if len(f.beats) != n {
+		t.Errorf("heartbeats go on after stop")
+	}
+	j.Close()
+}
