@@ -73,6 +73,18 @@ class SnapshotFakeDriver(fake.FakeDriver):
         super().detach_volume(context, connection_info, instance, mountpoint,
                               encryption)
 
+    def destroy(self, context, instance, *args, **kwargs):
+        # A server deleted with volumes attached: Nova disconnects them
+        # without detach_volume, so the local disks go here.
+        if _local_disks(instance):
+            for ci in list(self._mounts.get(instance.name, {}).values()):
+                try:
+                    _LocalDisk(ci).detach()
+                except Exception:
+                    LOG.exception("removing a local disk of %s", instance.uuid)
+            self._mounts.pop(instance.name, None)
+        super().destroy(context, instance, *args, **kwargs)
+
     def snapshot(self, context, instance, image_id, update_task_state):
         if instance.uuid not in self.instances:
             raise exception.InstanceNotRunning(instance_id=instance.uuid)

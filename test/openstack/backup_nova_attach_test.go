@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/imagedata"
+
+	ops "github.com/cairn-backup/cairn/ingest/openstack"
 )
 
 // TestBackupTransferAttachNova: --transfer attach when cairn runs on a
@@ -23,8 +25,8 @@ import (
 // server through Nova, reads the block device, and detaches it before
 // deleting the volume: the restore point must hold the written bytes, and
 // no attachment (Nova's or Cinder's), loop device, link, volume or
-// snapshot may be left, also after SIGTERM while reading and when the
-// device never appears.
+// snapshot may be left, also after SIGTERM while reading, after SIGKILL
+// and `cairn openstack cleanup`, and when the device never appears.
 func TestBackupTransferAttachNova(t *testing.T) {
 	byID := os.Getenv("CAIRN_DISK_BY_ID_DIR")
 	if byID == "" {
@@ -61,6 +63,21 @@ func TestBackupTransferAttachNova(t *testing.T) {
 
 	t.Run("SIGTERM while reading", func(t *testing.T) {
 		killAt(t, repoDir, journal, srv.ID, "attached to this host as", syscall.SIGTERM, "--transfer", "attach", "--attach-to-server", host)
+		noLeaks(t, a, before, watched)
+		journalEmpty(t, journal)
+		noHostLeftovers(t, a, host, byID, loopsBefore)
+	})
+
+	t.Run("SIGKILL while reading, then cleanup", func(t *testing.T) {
+		// The journal of the killed run holds the Nova attachment: cleanup
+		// detaches it through Nova before deleting the volume.
+		killAt(t, repoDir, journal, srv.ID, "attached to this host as", syscall.SIGKILL, "--transfer", "attach", "--attach-to-server", host)
+		so, se, err := runCairn(t, cloudEnv(journal), "openstack", "cleanup", "--json")
+		var rep ops.CleanupReport
+		if err != nil || json.Unmarshal([]byte(so), &rep) != nil || rep.Journals != 1 || rep.Deleted == 0 {
+			t.Fatalf("cleanup: %v\n%s\n%s", err, so, se)
+		}
+		t.Logf("cleanup after SIGKILL: %d temporaries deleted", rep.Deleted)
 		noLeaks(t, a, before, watched)
 		journalEmpty(t, journal)
 		noHostLeftovers(t, a, host, byID, loopsBefore)

@@ -51,7 +51,7 @@ func TestCleanupOrphansOtherHost(t *testing.T) {
 	}
 	exists := func(id string) bool {
 		st, err := a.volumeStatus(id)
-		return err == nil && st != "deleting"
+		return err == nil && st != "gone" && st != "deleting"
 	}
 	rep := cleanup("1h")
 	found := false
