@@ -110,9 +110,10 @@ func openstackCommand() *ucli.Command {
 				Description: "Replays the journals of backup runs that died (their lock is free) and deletes\n" +
 					"what they created, in dependency order. With --orphans it also deletes resources\n" +
 					"named cairn-tmp-… and marked cairn_temporary whose run is not alive (lost journals).\n" +
-					"A run of this host is alive while its journal is locked. A run of another host cannot be\n" +
-					"seen that way: it counts as alive while its temporaries' newest heartbeat (refreshed every\n" +
-					"10 minutes by the run; else their creation or update time) is younger than --orphan-grace.",
+					"A run of this host is alive while its journal (in DIR, or where its temporaries say) is locked.\n" +
+					"A run of another host cannot be seen that way: it counts as alive while its temporaries'\n" +
+					"newest heartbeat (refreshed every 10 minutes by the run; else their creation or update time)\n" +
+					"is younger than --orphan-grace.",
 				Flags: append(openstackFlags(),
 					&ucli.StringFlag{Name: "journal-dir", EnvVars: []string{"CAIRN_JOURNAL_DIR"}, Usage: "`DIR` of the run journals (default ~/.local/state/cairn/openstack)"},
 					&ucli.BoolFlag{Name: "orphans", Usage: "also delete marked temporaries without a journal"},

@@ -36,6 +36,7 @@ type RemoteRun struct {
 	Host        string    `json:"host,omitempty"` // "" when its temporaries do not say
 	LastSeen    time.Time `json:"last_seen"`
 	Temporaries int       `json:"temporaries"`
+	journal     string    // the run's journal path on its host
 }
 
 // Cleanup replays the journals of dead runs in dir that belong to this
@@ -73,9 +74,11 @@ func (cl *Cloud) Cleanup(ctx context.Context, dir string, to Timeouts) (CleanupR
 // CleanupOrphans finds resources named and marked as cairn temporaries
 // whose run is not alive and deletes them. It covers journals that were
 // lost with the machine that ran the backup. A run is alive when its
-// journal in dir is locked (a run of this host), or, for a run of another
-// host (or of an unknown one), while the newest heartbeat, creation or
-// update among its temporaries is younger than grace (heartbeat.go).
+// journal in dir, or for a run of this host its journal where its
+// temporaries say, is locked; a run of this host whose journal is gone or
+// free is dead. Any other run (of another host, or whose journal cannot
+// be read) is alive while the newest heartbeat, creation or update among
+// its temporaries is younger than grace (heartbeat.go).
 func (cl *Cloud) CleanupOrphans(ctx context.Context, dir string, to Timeouts, grace time.Duration) (CleanupReport, error) {
 	rep := CleanupReport{Grace: grace.String()}
 	found, err := cl.listMarked(ctx)
@@ -92,6 +95,9 @@ func (cl *Cloud) CleanupOrphans(ctx context.Context, dir string, to Timeouts, gr
 		if m.host != "" {
 			r.Host = m.host
 		}
+		if m.journal != "" {
+			r.journal = m.journal
+		}
 		if m.seen.After(r.LastSeen) {
 			r.LastSeen = m.seen
 		}
@@ -103,8 +109,10 @@ func (cl *Cloud) CleanupOrphans(ctx context.Context, dir string, to Timeouts, gr
 		switch {
 		case runAlive(dir, run):
 			alive[run] = true
-		case r.Host == me:
-			// a run of this host without a locked journal is dead
+		case r.Host == me && r.journal != "" && journalState(r.journal) == "locked":
+			alive[run] = true
+		case r.Host == me && r.journal != "" && journalState(r.journal) != "unknown":
+			// a run of this host whose journal is gone or unlocked is dead
 		case now.Sub(r.LastSeen) < grace:
 			alive[run] = true
 			rep.Remote = append(rep.Remote, *r)
@@ -144,19 +152,26 @@ func runOf(name string) string {
 // runAlive reports whether a run of this host still runs (its journal
 // in dir is locked).
 func runAlive(dir, run string) bool {
-	if run == "" {
-		return false
+	return run != "" && journalState(filepath.Join(dir, run+".journal")) == "locked"
+}
+
+// journalState tells whether the journal at path is held by a live run:
+// "locked", "free" (its run died), "gone" (no such file) or "unknown"
+// (it cannot be opened, e.g. another user's).
+func journalState(path string) string {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "gone"
 	}
-	f, err := os.Open(filepath.Join(dir, run+".journal"))
 	if err != nil {
-		return false
+		return "unknown"
 	}
 	defer f.Close()
 	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
-		return true
+		return "locked"
 	}
 	unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return false
+	return "free"
 }
 
 func isTempName(n string) bool {
@@ -230,12 +245,12 @@ func (cl *Cloud) listMarked(ctx context.Context) ([]markedTemp, error) {
 // its run lives: the run, the host that runs it and its last sign of life.
 type markedTemp struct {
 	Temp
-	run, host string
-	seen      time.Time
+	run, host, journal string
+	seen               time.Time
 }
 
 func newMarked(t Temp, meta map[string]string, times ...time.Time) markedTemp {
-	m := markedTemp{Temp: t, run: meta[MetaRun], host: meta[MetaHost]}
+	m := markedTemp{Temp: t, run: meta[MetaRun], host: meta[MetaHost], journal: meta[MetaJournal]}
 	if m.run == "" {
 		m.run = runOf(t.Name)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -234,8 +235,9 @@ func TestCleanupOrphansPaginated(t *testing.T) {
 // TestCleanupOrphansRemoteRuns: orphan cleanup on one host must not delete
 // the temporaries of a backup running on another host (whose journal lock
 // it cannot see) while the run's heartbeat, or the temporaries' creation
-// or update, is younger than the grace age; a run of this host without a
-// locked journal is dead at once, and one with a locked journal alive.
+// or update, is younger than the grace age; a run of this host is judged
+// by its journal lock, in the journal directory or where its temporaries
+// say its journal is.
 func TestCleanupOrphansRemoteRuns(t *testing.T) {
 	f := newPagedFake(t, 50)
 	dir := t.TempDir()
@@ -246,20 +248,26 @@ func TestCleanupOrphansRemoteRuns(t *testing.T) {
 	defer live.Close()
 	now := time.Now()
 	me := hostname()
+	other, err := NewJournal(t.TempDir(), "") // a run of this host with another --journal-dir
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
 	type res struct {
-		run, host, beat string
-		at              time.Time
-		kinds           []string
-		keep            bool
+		run, host, beat, journal string
+		at                       time.Time
+		keep                     bool
 	}
 	beat := func(d time.Duration) string { return now.Add(-d).UTC().Format(time.RFC3339) }
 	cases := []res{
-		{run: "20261201t100000-aaaa0001", host: "backup-2", beat: beat(time.Hour), at: now.Add(-30 * time.Hour), keep: true},     // long run elsewhere, beating
-		{run: "20261201t100000-aaaa0002", host: "backup-2", beat: beat(7 * time.Hour), at: now.Add(-8 * time.Hour), keep: false}, // silent for longer than the grace
-		{run: "20261201t100000-aaaa0003", host: me, beat: beat(0), at: now, keep: false},                                         // this host, no live journal: dead
-		{run: "20261201t100000-aaaa0004", host: "", beat: "", at: now.Add(-10 * time.Minute), keep: true},                        // an older cairn elsewhere, just created
-		{run: "20261201t100000-aaaa0005", host: "", beat: "", at: now.Add(-10 * time.Hour), keep: false},                         // old and unmarked
-		{run: live.Run, host: me, beat: beat(20 * time.Hour), at: now.Add(-20 * time.Hour), keep: true},                          // this host, journal locked
+		{run: "20261201t100000-aaaa0001", host: "backup-2", beat: beat(time.Hour), at: now.Add(-30 * time.Hour), keep: true},          // long run elsewhere, beating
+		{run: "20261201t100000-aaaa0002", host: "backup-2", beat: beat(7 * time.Hour), at: now.Add(-8 * time.Hour), keep: false},      // silent for longer than the grace
+		{run: "20261201t100000-aaaa0003", host: me, beat: beat(0), journal: filepath.Join(dir, "gone.journal"), at: now, keep: false}, // this host, journal gone: dead
+		{run: "20261201t100000-aaaa0004", host: "", at: now.Add(-10 * time.Minute), keep: true},                                       // an unknown host, just created
+		{run: "20261201t100000-aaaa0005", host: "", at: now.Add(-10 * time.Hour), keep: false},                                        // old and unmarked
+		{run: live.Run, host: me, beat: beat(20 * time.Hour), at: now.Add(-20 * time.Hour), keep: true},                               // this host, journal locked in dir
+		{run: other.Run, host: me, beat: beat(20 * time.Hour), journal: other.Path(), at: now.Add(-20 * time.Hour), keep: true},       // this host, locked elsewhere
+		{run: "20261201t100000-aaaa0008", host: me, beat: beat(time.Minute), at: now.Add(-time.Hour), keep: true},                     // this host, journal unknown: grace
 	}
 	type made struct {
 		r    *pagedRes
@@ -274,6 +282,9 @@ func TestCleanupOrphansRemoteRuns(t *testing.T) {
 			}
 			if c.beat != "" {
 				meta[MetaHeartbeat] = c.beat
+			}
+			if c.journal != "" {
+				meta[MetaJournal] = c.journal
 			}
 			r := f.add(kind, TempPrefix+c.run+"-s1-"+kind, meta)
 			r.at = c.at
@@ -293,8 +304,8 @@ func TestCleanupOrphansRemoteRuns(t *testing.T) {
 			t.Errorf("%s (%v): deleted %v, want kept %v", m.r.name, m.r.meta, m.r.gone, m.keep)
 		}
 	}
-	if len(rep.Remote) != 2 || rep.Remote[0].Run != cases[0].run || rep.Remote[0].Host != "backup-2" || rep.Remote[0].Temporaries != 3 ||
-		rep.Remote[1].Run != cases[3].run || rep.Grace != "6h0m0s" {
+	if len(rep.Remote) != 3 || rep.Remote[0].Run != cases[0].run || rep.Remote[0].Host != "backup-2" || rep.Remote[0].Temporaries != 3 ||
+		rep.Remote[1].Run != cases[3].run || rep.Remote[2].Run != cases[7].run || rep.Grace != "6h0m0s" {
 		t.Errorf("report of runs left alone: %+v (grace %s)", rep.Remote, rep.Grace)
 	}
 	if rep.Orphans != 9 || rep.Deleted != 9 {

@@ -6,13 +6,16 @@ import (
 	"time"
 )
 
-// A backup run's temporaries say which host runs it (MetaHost) and when
-// the run last showed it was alive (MetaHeartbeat, refreshed every
-// HeartbeatInterval while the run lives). `cairn openstack cleanup
-// --orphans` on another host cannot see the run's journal lock: it
-// leaves a run's temporaries alone while their newest heartbeat (or
-// creation or update, for what carries no heartbeat yet) is younger than
-// its grace age, DefaultOrphanGrace unless told otherwise. A grace many
+// A backup run's temporaries say which host runs it (MetaHost), where its
+// journal is there (MetaJournal) and when the run last showed it was
+// alive (MetaHeartbeat, refreshed every HeartbeatInterval while the run
+// lives). `cairn openstack cleanup --orphans` decides whether a run lives
+// by its journal lock when it can see it: in its own journal directory,
+// or at the recorded path when the run is of this host (another user's or
+// another --journal-dir's run). On another host it cannot: it leaves a
+// run's temporaries alone while their newest heartbeat (or creation or
+// update, for what carries no heartbeat) is younger than its grace age,
+// DefaultOrphanGrace unless told otherwise. A grace many
 // heartbeats long means that an API hiccup or a slow round of updates
 // never gets a live run's temporaries deleted under it; a run killed on
 // another host is cleaned up a grace age after its last heartbeat.
@@ -21,6 +24,7 @@ import (
 const (
 	MetaHost      = "cairn_host"      // hostname of the machine that runs the backup
 	MetaHeartbeat = "cairn_heartbeat" // RFC 3339 UTC time the run last refreshed it
+	MetaJournal   = "cairn_journal"   // path of the run's journal on that host
 )
 
 // HeartbeatInterval is how often a run refreshes its temporaries'

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,11 +25,13 @@ func TestCleanupOrphansOtherHost(t *testing.T) {
 	newRun := func() string {
 		return fmt.Sprintf("%st%06d-%08x", time.Now().UTC().Format("20060102"), time.Now().Nanosecond()%1000000, time.Now().UnixNano()&0xffffffff)
 	}
-	run, localRun := newRun(), newRun()
+	run, localRun, liveRun := newRun(), newRun(), newRun()
+	jdir := t.TempDir()
 	mk := func(run, what, onHost string) string {
 		name := ops.TempPrefix + run + "-" + what
 		meta := map[string]string{ops.MetaTemporary: "true", ops.MetaRun: run, ops.MetaServer: "s-" + what,
-			ops.MetaHost: onHost, ops.MetaHeartbeat: time.Now().UTC().Format(time.RFC3339)}
+			ops.MetaHost: onHost, ops.MetaHeartbeat: time.Now().UTC().Format(time.RFC3339),
+			ops.MetaJournal: filepath.Join(jdir, run+".journal")}
 		var out struct {
 			Volume struct{ ID string } `json:"volume"`
 		}
@@ -63,11 +67,25 @@ func TestCleanupOrphansOtherHost(t *testing.T) {
 	if !found || !exists(remote) {
 		t.Fatalf("the other host's live run was not left alone: report %+v, volume exists %v", rep, exists(remote))
 	}
-	// A run of this host without a locked journal is dead, heartbeat or not.
+	// A run of this host is judged by the journal its temporaries name
+	// (another --journal-dir than cleanup's): gone means dead, heartbeat or
+	// not; locked means alive, however old.
 	local := mk(localRun, "local", host)
+	live := mk(liveRun, "live", host)
+	lf, err := os.Create(filepath.Join(jdir, liveRun+".journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
 	rep = cleanup("1h")
 	if exists(local) {
 		t.Errorf("temporary of a dead run of this host (%s) left: %+v", host, rep)
+	}
+	if !exists(live) {
+		t.Errorf("temporary of a live run of this host (journal locked elsewhere) deleted: %+v", rep)
 	}
 	if !exists(remote) {
 		t.Errorf("the other host's temporary was deleted along with this host's")
@@ -77,6 +95,9 @@ func TestCleanupOrphansOtherHost(t *testing.T) {
 	rep = cleanup("1s")
 	if exists(remote) || rep.Orphans == 0 {
 		t.Errorf("temporary of a run silent for longer than the grace left: %+v", rep)
+	}
+	if !exists(live) {
+		t.Errorf("temporary of a live run of this host deleted once past the grace: %+v", rep)
 	}
 	if strings.Contains(fmt.Sprint(rep.Remote), run) {
 		t.Errorf("run %s still reported alive: %+v", run, rep.Remote)
