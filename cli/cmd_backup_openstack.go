@@ -23,9 +23,21 @@ func backupOpenstackCommand() *ucli.Command {
 			"and os_require_quiesce, else forced Cinder snapshots), reads each snapshot (temporary volume,\n" +
 			"raw upload to Glance, download streamed into the repository) and deletes every temporary.\n" +
 			"Servers with an image-backed root disk are read through a Nova image snapshot.\n\n" +
+			"--transfer attach reads each snapshot's temporary volume on this host instead of through Glance:\n" +
+			"  - when cairn runs on a Nova server of the cloud, the volume is attached to that server through\n" +
+			"    Nova and read as a local block device (/dev/disk/by-id/virtio-<volume id[:20]>, or the disk whose\n" +
+			"    /sys/block/*/serial matches; CAIRN_DISK_BY_ID_DIR replaces /dev/disk/by-id); every backend works.\n" +
+			"    The server is --attach-to-server ID, or found by this host's SMBIOS UUID (then cloud-init's\n" +
+			"    instance id) and confirmed with the cloud. Without the flag this is chosen only when the cloud\n" +
+			"    confirms that this host is an ACTIVE server of the credentials' project;\n" +
+			"  - otherwise (or --attach-to-server none) through a Cinder attachment to this host whose connection\n" +
+			"    info cairn reads itself: rbd (`rbd export`) or nfs (share mounted here).\n" +
+			"  Temporary attachments are detached before their volumes are deleted, also on errors and SIGTERM.\n\n" +
 			"Example: cairn backup openstack --repo /backup --os-cloud prod --tag backup-daily --all-projects",
 		Flags: append(append(openstackFlags(), selectionFlags()...),
-			&ucli.StringFlag{Name: "transfer", Value: "glance", Usage: "how to read snapshots: `glance` (upload/download) or attach (Cinder attachment to this host: nfs, rbd)"},
+			&ucli.StringFlag{Name: "transfer", Value: "glance", Usage: "how to read snapshots: `glance` (upload/download) or attach (on this host: see above)"},
+			&ucli.StringFlag{Name: "attach-to-server", Usage: "with --transfer attach: the Nova server cairn runs on: `SERVER` id, self or none (none: a Cinder host attachment; default: self when the cloud confirms it, else none)"},
+			&ucli.DurationFlag{Name: "device-timeout", Value: openstack.DefaultTimeouts.Device, Usage: "with --transfer attach to a server: longest `WAIT` for the attached volume's block device to appear on this host"},
 			&ucli.StringFlag{Name: "quiesce", Value: "auto", Usage: "`auto` (when the image asks), require, never"},
 			&ucli.StringFlag{Name: "pre", Usage: "shell `COMMAND` run before the snapshot (env CAIRN_SERVER_ID, CAIRN_SERVER_NAME)"},
 			&ucli.StringFlag{Name: "post", Usage: "shell `COMMAND` run after the snapshot, also when it failed"},
@@ -54,7 +66,7 @@ func runBackupOpenstack(c *ucli.Context) error {
 		return err
 	}
 	o := openstack.BackupOptions{
-		Transfer: c.String("transfer"), Quiesce: c.String("quiesce"), Pre: c.String("pre"), Post: c.String("post"),
+		Transfer: c.String("transfer"), AttachTo: c.String("attach-to-server"), Quiesce: c.String("quiesce"), Pre: c.String("pre"), Post: c.String("post"),
 		JournalDir: c.String("journal-dir"), Tags: map[string]string{},
 		Limits: openstack.Limits{Servers: c.Int("parallel"), SnapshotsPerProject: c.Int("max-snapshots-per-project"),
 			Snapshots: c.Int("max-snapshots"), Transfers: c.Int("max-transfers")},
@@ -62,6 +74,7 @@ func runBackupOpenstack(c *ucli.Context) error {
 	if d := c.Duration("status-timeout"); d > 0 {
 		o.Timeouts = openstack.Timeouts{Snapshot: d, Volume: d, Upload: d, Delete: d}
 	}
+	o.Timeouts.Device = c.Duration("device-timeout")
 	for _, t := range tags {
 		o.Tags[t[0]] = t[1]
 	}

@@ -109,10 +109,15 @@ func openstackCommand() *ucli.Command {
 				Usage: "delete temporary snapshots, volumes, images and attachments left by killed backups",
 				Description: "Replays the journals of backup runs that died (their lock is free) and deletes\n" +
 					"what they created, in dependency order. With --orphans it also deletes resources\n" +
-					"named cairn-tmp-… and marked cairn_temporary whose run is not alive (lost journals).",
+					"named cairn-tmp-… and marked cairn_temporary whose run is not alive (lost journals).\n" +
+					"A run of this host is alive while its journal (in DIR, or where its temporaries say) is locked.\n" +
+					"A run of another host cannot be seen that way: it counts as alive while its temporaries'\n" +
+					"newest heartbeat (refreshed every 10 minutes by the run; else their creation or update time)\n" +
+					"is younger than --orphan-grace.",
 				Flags: append(openstackFlags(),
 					&ucli.StringFlag{Name: "journal-dir", EnvVars: []string{"CAIRN_JOURNAL_DIR"}, Usage: "`DIR` of the run journals (default ~/.local/state/cairn/openstack)"},
-					&ucli.BoolFlag{Name: "orphans", Usage: "also delete marked temporaries without a journal"}),
+					&ucli.BoolFlag{Name: "orphans", Usage: "also delete marked temporaries without a journal"},
+					&ucli.DurationFlag{Name: "orphan-grace", Value: openstack.DefaultOrphanGrace, Usage: "with --orphans: leave a run of another host alone until its last heartbeat is `AGE` old"}),
 				Action: runOpenstackCleanup,
 			},
 		},
@@ -251,8 +256,9 @@ func runOpenstackCleanup(c *ucli.Context) error {
 	rep, err := cl.Cleanup(c.Context, dir, to)
 	if err == nil && c.Bool("orphans") {
 		var orep openstack.CleanupReport
-		orep, err = cl.CleanupOrphans(c.Context, dir, to)
+		orep, err = cl.CleanupOrphans(c.Context, dir, to, c.Duration("orphan-grace"))
 		rep.Orphans, rep.Deleted, rep.Left = orep.Orphans, rep.Deleted+orep.Deleted, append(rep.Left, orep.Left...)
+		rep.Remote, rep.Grace = orep.Remote, orep.Grace
 	}
 	if c.Bool("json") {
 		if perr := printJSON(c, rep); perr != nil {
@@ -266,6 +272,14 @@ func runOpenstackCleanup(c *ucli.Context) error {
 		fmt.Fprintln(c.App.Writer)
 		for _, t := range rep.Left {
 			fmt.Fprintf(c.App.Writer, "left: %s %s %s\n", t.Kind, t.Name, t.ID)
+		}
+		for _, r := range rep.Remote {
+			host := r.Host
+			if host == "" {
+				host = "an unknown host"
+			}
+			fmt.Fprintf(c.App.Writer, "left alone: %d temporaries of run %s on %s, alive %s ago (within the grace of %s, --orphan-grace)\n",
+				r.Temporaries, r.Run, host, time.Since(r.LastSeen).Round(time.Second), rep.Grace)
 		}
 		for _, s := range rep.Skipped {
 			fmt.Fprintf(c.App.Writer, "skipped (another cloud): %s\n", s)

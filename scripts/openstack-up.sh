@@ -27,6 +27,10 @@
 #                 all shared; ports bind (servers on networks go ACTIVE)
 #   quotas        raised for both projects
 #   test-only byte access: rbd -c $CAIRN_TEST_CEPH_CONF export volumes/volume-<id> -
+#   local disks   a server with metadata cairn_test_local_disks=yes stands for
+#                 the host cairn runs on: an RBD volume Nova attaches to it shows
+#                 up as a read-only loop device linked as
+#                 $CAIRN_DISK_BY_ID_DIR/virtio-<volume id[:20]> (cairn_fakevirt.py)
 #
 # Environment: CAIRN_OS_STATE (state, configs, logs; default
 # /var/lib/openstack-lite), CAIRN_OS_PASSWORD (every user; default secret).
@@ -42,6 +46,8 @@ NOVA_COMPUTE_DRIVER=cairn_fakevirt.SnapshotFakeDriver
 CLOUD=openstack-lite
 ALT=cairn-alt
 NFS_SHARE="$HOST:/cinder-share"
+# where the fake driver links the local disks of "cairn host" servers
+BY_ID=$STATE/disk-by-id
 # Debian's python and tools first: a pyenv python3 in PATH has no OpenStack modules
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 PY=/usr/bin/python3
@@ -164,6 +170,7 @@ export OS_CLOUD=$CLOUD
 export CAIRN_TEST_CLOUD_ALT=$CLOUD-alt
 export CAIRN_TEST_PROJECT_ALT=$ALT
 export CAIRN_TEST_CEPH_CONF=$STATE/ceph/ceph.conf
+export CAIRN_DISK_BY_ID_DIR=$BY_ID
 EOT
 }
 
@@ -272,20 +279,35 @@ start_nova() {
   # running. Servers it knew stay in the database; the fake driver forgets
   # them, so only servers created after the restart can be snapshotted.
   local sum
-  sum=$(cat "$conf" "$STATE/python/cairn_fakevirt.py" | sha256sum | cut -d' ' -f1)
+  sum=$( (cat "$conf" "$STATE/python/cairn_fakevirt.py"; echo "$BY_ID") | sha256sum | cut -d' ' -f1)
   if alive nova-compute && [[ $(cat "$STATE/run/nova-compute.sum" 2>/dev/null) != "$sum" ]]; then
     log "nova-compute runs another driver or config: restarting it"
     stop nova-compute
   fi
   echo "$sum" >"$STATE/run/nova-compute.sum"
+  alive nova-compute || drop_local_disks
   # the nova-compute package would pull libvirt; python3-nova has the service
   # Nova loads compute_driver as nova.virt.<name>: alias our module there
   # (after nova.cmd, which monkey-patches eventlet first)
-  launch nova-compute env PYTHONPATH="$STATE/python" $PY -c 'import sys, nova.cmd, cairn_fakevirt
+  launch nova-compute env PYTHONPATH="$STATE/python" CAIRN_DISK_BY_ID_DIR="$BY_ID" $PY -c 'import sys, nova.cmd, cairn_fakevirt
 sys.modules["nova.virt.cairn_fakevirt"] = cairn_fakevirt
 from nova.cmd.compute import main
 sys.argv[0] = "nova-compute"; sys.exit(main())' \
     --config-file "$conf" --log-file "$STATE/log/nova-compute.log"
+}
+
+# drop_local_disks: the local disks a stopped nova-compute left (the fake
+# driver forgets its servers when it restarts): links, loop devices, files.
+drop_local_disks() {
+  local f d
+  mkdir -p "$BY_ID"
+  find "$BY_ID" -maxdepth 1 -type l -delete
+  for f in "$STATE"/nova/instances/cairn-disk-*.raw; do
+    [[ -e $f ]] || continue
+    for d in $(losetup -j "$f" -O NAME -n); do losetup -d "$d" || true; done
+    rm -f "$f"
+    log "removed a stale local disk: $f"
+  done
 }
 
 pools_ready() { local p; p=$(cinder get-pools 2>/dev/null) && [[ $p == *osl@nfs1#nfs1* && $p == *osl@rbd1#rbd1* ]]; }

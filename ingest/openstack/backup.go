@@ -18,7 +18,11 @@ import (
 
 // BackupOptions control `cairn backup openstack`.
 type BackupOptions struct {
-	Transfer    string // "glance" (default) or "attach"
+	Transfer string // "glance" (default) or "attach"
+	// AttachTo, with Transfer "attach": the Nova server cairn runs on (an
+	// id), AttachSelf (detect it), AttachNone (Cinder host attachment) or
+	// AttachAuto (backup_nova_attach.go says when a server is chosen).
+	AttachTo    string
 	Quiesce     string // "auto" (default: quiesce when the image asks), "require", "never"
 	Pre, Post   string // shell commands around the snapshot
 	HookTimeout time.Duration
@@ -87,6 +91,8 @@ type backupRun struct {
 	xfer   *semaphore.Weighted
 	window int64
 	evMu   sync.Mutex
+	host   *attachHost // --transfer attach through Nova to this server
+	hostMu sync.Mutex  // one Nova attach at a time
 }
 
 // Backup backs up each server into its own restore point. Temporaries of
@@ -101,6 +107,17 @@ func (cl *Cloud) Backup(ctx context.Context, r *repo.Repository, servers []*Serv
 	run := &backupRun{cl: cl, r: r, o: o, slots: newSnapshotSlots(o.Limits),
 		xfer:   semaphore.NewWeighted(int64(o.Limits.Transfers)),
 		window: ingest.StreamWindow(r.Config().BlockSize, o.Workers)}
+	switch {
+	case o.Transfer == "attach":
+		host, why, err := cl.resolveAttachHost(ctx, o.AttachTo)
+		if err != nil {
+			return nil, err
+		}
+		run.host = host
+		run.event(nil, "transfer", "--transfer attach: "+why)
+	case o.AttachTo != "":
+		return nil, fmt.Errorf("--attach-to-server %s needs --transfer attach", o.AttachTo)
+	}
 	// Leftovers of killed runs first, bounded so that a resource stuck in
 	// the cloud does not hold up every later backup.
 	pre := o.Timeouts
@@ -118,6 +135,7 @@ func (cl *Cloud) Backup(ctx context.Context, r *repo.Repository, servers []*Serv
 		return nil, err
 	}
 	run.tm = &temps{cl: cl, j: j, to: o.Timeouts}
+	stopBeat := run.heartbeat(ctx)
 	results := make([]ServerResult, len(servers))
 	g := new(errgroup.Group)
 	g.SetLimit(o.Limits.Servers)
@@ -128,6 +146,7 @@ func (cl *Cloud) Backup(ctx context.Context, r *repo.Repository, servers []*Serv
 		})
 	}
 	g.Wait()
+	stopBeat()
 	closeErr := j.Close()
 	failed := 0
 	for _, res := range results {
@@ -165,7 +184,7 @@ func (o BackupOptions) withDefaults() BackupOptions {
 	}
 	t := DefaultTimeouts
 	for _, p := range []struct{ v, def *time.Duration }{{&o.Timeouts.Snapshot, &t.Snapshot}, {&o.Timeouts.Volume, &t.Volume},
-		{&o.Timeouts.Upload, &t.Upload}, {&o.Timeouts.Delete, &t.Delete}} {
+		{&o.Timeouts.Upload, &t.Upload}, {&o.Timeouts.Delete, &t.Delete}, {&o.Timeouts.Device, &t.Device}} {
 		if *p.v <= 0 {
 			*p.v = *p.def
 		}

@@ -60,9 +60,14 @@ func (cl *Cloud) completeAttachment(ctx context.Context, id string) error {
 	return postJSON(ctx, cl.Volume, "attachments/"+id+"/action", map[string]any{"os-complete": nil}, nil, 200, 202, 204)
 }
 
-// prepareAttach attaches the temporary volume and sets the disk's reader.
+// prepareAttach attaches the temporary volume, to the Nova server cairn
+// runs on (backup_nova_attach.go) or to this host through Cinder, and
+// sets the disk's reader.
 func (sj *serverJob) prepareAttach(ctx context.Context, d *diskJob, vt Temp) error {
 	b, s := sj.b, sj.s
+	if b.host != nil {
+		return sj.prepareNovaAttach(ctx, d, vt)
+	}
 	var att *attachment
 	at := Temp{Kind: KindAttachment, Name: b.tm.j.TempName(s.ID, "att-"+d.name), Server: s.ID, Project: s.ProjectID}
 	at, err := b.tm.create(ctx, at, func(ctx context.Context) (string, error) {

@@ -3,6 +3,7 @@ package openstack
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -39,6 +40,12 @@ type bkFake struct {
 	// after (an API that goes on with a request whose client is gone).
 	lateSnapshot time.Duration
 	snapNames    map[string]string // id -> name
+
+	// hosts are more servers (id -> project, status), candidates for
+	// --attach-to-server.
+	hosts map[string][2]string
+
+	beats []string // "METHOD path body" of heartbeat updates
 }
 
 func newBkFake(t *testing.T) *bkFake {
@@ -64,6 +71,10 @@ func (f *bkFake) serve(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	p := r.URL.Path
 	switch {
+	case (r.Method == "POST" && strings.HasSuffix(p, "/metadata")) || (r.Method == "PATCH" && strings.HasPrefix(p, "/image/v2/images/")):
+		b, _ := io.ReadAll(r.Body)
+		f.beats = append(f.beats, r.Method+" "+p+" "+string(b))
+		f.reply(w, 200, map[string]any{})
 	case r.Method == "POST" && p == "/identity/v3/auth/tokens":
 		w.Header().Set("X-Subject-Token", "tok")
 		ep := func(typ, path string) map[string]any {
@@ -187,6 +198,14 @@ func (f *bkFake) serve(w http.ResponseWriter, r *http.Request) {
 		default:
 			f.reply(w, 200, map[string]any{"id": id, "status": "active", "size": 0, "disk_format": "raw"})
 		}
+	case r.Method == "GET" && strings.HasPrefix(p, "/compute/v2.1/servers/") && f.hosts != nil:
+		id := strings.TrimPrefix(p, "/compute/v2.1/servers/")
+		h, ok := f.hosts[id]
+		if !ok {
+			f.reply(w, 404, map[string]any{"itemNotFound": map[string]any{"message": "Instance " + id + " could not be found."}})
+			return
+		}
+		f.reply(w, 200, map[string]any{"server": map[string]any{"id": id, "name": "host-" + id[:4], "tenant_id": h[0], "status": h[1]}})
 	case r.Method == "GET" && p == "/network/v2.0/ports":
 		f.reply(w, 200, map[string]any{"ports": []any{}})
 	default:

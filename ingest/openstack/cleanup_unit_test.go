@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ type pagedRes struct {
 	id, name string
 	meta     map[string]string
 	gone     bool
+	at       time.Time // created_at and updated_at ("": not sent)
 }
 
 func newPagedFake(t *testing.T, pageSize int) *pagedFake {
@@ -104,7 +106,12 @@ func (f *pagedFake) serve(w http.ResponseWriter, r *http.Request) {
 		items, more := f.page(kind, q)
 		var list []map[string]any
 		for _, x := range items {
-			list = append(list, map[string]any{"id": x.id, "name": x.name, "metadata": x.meta, "status": "available"})
+			e := map[string]any{"id": x.id, "name": x.name, "metadata": x.meta, "status": "available"}
+			if !x.at.IsZero() {
+				e["created_at"] = x.at.UTC().Format("2006-01-02T15:04:05.000000")
+				e["updated_at"] = e["created_at"]
+			}
+			list = append(list, e)
 		}
 		body := map[string]any{kind + "s": list}
 		if more {
@@ -117,7 +124,15 @@ func (f *pagedFake) serve(w http.ResponseWriter, r *http.Request) {
 		items, more := f.page(KindImage, q)
 		var list []map[string]any
 		for _, x := range items {
-			list = append(list, map[string]any{"id": x.id, "name": x.name, "status": "active"})
+			e := map[string]any{"id": x.id, "name": x.name, "status": "active"}
+			for k, v := range x.meta {
+				e[k] = v
+			}
+			if !x.at.IsZero() {
+				e["created_at"] = x.at.UTC().Format(time.RFC3339)
+				e["updated_at"] = e["created_at"]
+			}
+			list = append(list, e)
 		}
 		body := map[string]any{"images": list, "first": "/v2/images"}
 		if more {
@@ -193,7 +208,7 @@ func TestCleanupOrphansPaginated(t *testing.T) {
 	if cl.Image == nil || cl.Volume == nil {
 		t.Fatalf("fake cloud: services %v", cl.ServiceErrors)
 	}
-	rep, err := cl.CleanupOrphans(context.Background(), t.TempDir(), Timeouts{Delete: time.Second})
+	rep, err := cl.CleanupOrphans(context.Background(), t.TempDir(), Timeouts{Delete: time.Second}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,5 +229,86 @@ func TestCleanupOrphansPaginated(t *testing.T) {
 	}
 	if rep.Orphans != len(want) || rep.Deleted != len(want) || len(rep.Left) != 0 {
 		t.Errorf("report %+v, want %d orphans found and deleted", rep, len(want))
+	}
+}
+
+// TestCleanupOrphansRemoteRuns: orphan cleanup on one host must not delete
+// the temporaries of a backup running on another host (whose journal lock
+// it cannot see) while the run's heartbeat, or the temporaries' creation
+// or update, is younger than the grace age; a run of this host is judged
+// by its journal lock, in the journal directory or where its temporaries
+// say its journal is.
+func TestCleanupOrphansRemoteRuns(t *testing.T) {
+	f := newPagedFake(t, 50)
+	dir := t.TempDir()
+	live, err := NewJournal(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	now := time.Now()
+	me := hostname()
+	other, err := NewJournal(t.TempDir(), "") // a run of this host with another --journal-dir
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	type res struct {
+		run, host, beat, journal string
+		at                       time.Time
+		keep                     bool
+	}
+	beat := func(d time.Duration) string { return now.Add(-d).UTC().Format(time.RFC3339) }
+	cases := []res{
+		{run: "20261201t100000-aaaa0001", host: "backup-2", beat: beat(time.Hour), at: now.Add(-30 * time.Hour), keep: true},          // long run elsewhere, beating
+		{run: "20261201t100000-aaaa0002", host: "backup-2", beat: beat(7 * time.Hour), at: now.Add(-8 * time.Hour), keep: false},      // silent for longer than the grace
+		{run: "20261201t100000-aaaa0003", host: me, beat: beat(0), journal: filepath.Join(dir, "gone.journal"), at: now, keep: false}, // this host, journal gone: dead
+		{run: "20261201t100000-aaaa0004", host: "", at: now.Add(-10 * time.Minute), keep: true},                                       // an unknown host, just created
+		{run: "20261201t100000-aaaa0005", host: "", at: now.Add(-10 * time.Hour), keep: false},                                        // old and unmarked
+		{run: live.Run, host: me, beat: beat(20 * time.Hour), at: now.Add(-20 * time.Hour), keep: true},                               // this host, journal locked in dir
+		{run: other.Run, host: me, beat: beat(20 * time.Hour), journal: other.Path(), at: now.Add(-20 * time.Hour), keep: true},       // this host, locked elsewhere
+		{run: "20261201t100000-aaaa0008", host: me, beat: beat(time.Minute), at: now.Add(-time.Hour), keep: true},                     // this host, journal unknown: grace
+	}
+	type made struct {
+		r    *pagedRes
+		keep bool
+	}
+	var all []made
+	for _, c := range cases {
+		for _, kind := range []string{KindSnapshot, KindVolume, KindImage} {
+			meta := map[string]string{MetaTemporary: "true", MetaRun: c.run, MetaServer: "s1"}
+			if c.host != "" {
+				meta[MetaHost] = c.host
+			}
+			if c.beat != "" {
+				meta[MetaHeartbeat] = c.beat
+			}
+			if c.journal != "" {
+				meta[MetaJournal] = c.journal
+			}
+			r := f.add(kind, TempPrefix+c.run+"-s1-"+kind, meta)
+			r.at = c.at
+			all = append(all, made{r, c.keep})
+		}
+	}
+	cl, err := Connect(context.Background(), f.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := cl.CleanupOrphans(context.Background(), dir, Timeouts{Delete: time.Second}, 6*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range all {
+		if m.r.gone == m.keep {
+			t.Errorf("%s (%v): deleted %v, want kept %v", m.r.name, m.r.meta, m.r.gone, m.keep)
+		}
+	}
+	if len(rep.Remote) != 3 || rep.Remote[0].Run != cases[0].run || rep.Remote[0].Host != "backup-2" || rep.Remote[0].Temporaries != 3 ||
+		rep.Remote[1].Run != cases[3].run || rep.Remote[2].Run != cases[7].run || rep.Grace != "6h0m0s" {
+		t.Errorf("report of runs left alone: %+v (grace %s)", rep.Remote, rep.Grace)
+	}
+	if rep.Orphans != 9 || rep.Deleted != 9 {
+		t.Errorf("report %+v, want 9 orphans deleted", rep)
 	}
 }

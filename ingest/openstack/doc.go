@@ -19,11 +19,21 @@
 //     the metadata key "cairn_temporary", is recorded in a journal before it
 //     is created and deleted in dependency order (image, attachment, volume,
 //     snapshot) on success, error and interruption. A killed run's journal
-//     is replayed by the next run or by `cairn openstack cleanup`.
+//     is replayed by the next run or by `cairn openstack cleanup`. They also
+//     say which host runs the backup (cairn_host) and when it last showed it
+//     was alive (cairn_heartbeat, refreshed every 10 minutes): orphan
+//     cleanup on another host, which cannot see the run's journal lock,
+//     leaves them alone until that is older than its grace age
+//     (heartbeat.go, cleanup.go).
 //   - Transfer: how a snapshot's bytes reach cairn. "glance" (default):
 //     temporary volume from the snapshot, upload to a raw Glance image,
 //     stream the download into ingest without a temporary file. "attach":
-//     a Cinder attachment whose connection info cairn reads directly.
+//     when cairn runs on a Nova server of the cloud (--attach-to-server ID,
+//     or "self" found by the SMBIOS UUID and confirmed by the cloud), a Nova
+//     attachment of the temporary volume to that server, read as the local
+//     block device with the volume's serial (backup_nova_attach.go);
+//     otherwise a Cinder attachment to this host whose rbd or nfs
+//     connection info cairn reads directly (backup_attach.go).
 //
 // Consistency: a server whose boot image asks for quiescing
 // (hw_qemu_guest_agent=yes and os_require_quiesce=yes, or the legacy

@@ -31,11 +31,14 @@ const (
 const (
 	KindImage      = "image"
 	KindAttachment = "attachment"
-	KindVolume     = "volume"
-	KindSnapshot   = "snapshot"
+	// KindServerAttachment is a Nova attachment of a temporary volume to
+	// the server cairn runs on; its id is "<server>/<volume>".
+	KindServerAttachment = "server_attachment"
+	KindVolume           = "volume"
+	KindSnapshot         = "snapshot"
 )
 
-var kindOrder = map[string]int{KindImage: 0, KindAttachment: 1, KindVolume: 2, KindSnapshot: 3}
+var kindOrder = map[string]int{KindImage: 0, KindAttachment: 1, KindServerAttachment: 1, KindVolume: 2, KindSnapshot: 3}
 
 // Temp is one temporary resource. Name is unique per run, so a resource
 // whose creation response was lost can still be found by name.
@@ -92,6 +95,9 @@ func NewJournal(dir, cloud string) (*Journal, error) {
 	var b [4]byte
 	rand.Read(b[:])
 	run := time.Now().UTC().Format("20060102t150405") + "-" + hex.EncodeToString(b[:])
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs // the path goes into the temporaries' metadata
+	}
 	f, err := os.OpenFile(filepath.Join(dir, run+".journal"), os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("journal: %w", err)
@@ -115,7 +121,12 @@ func (j *Journal) TempName(server, what string) string {
 
 // Metadata is the marker metadata for a temporary of server.
 func (j *Journal) Metadata(server string) map[string]string {
-	return map[string]string{MetaTemporary: "true", MetaRun: j.Run, MetaServer: server}
+	m := map[string]string{MetaTemporary: "true", MetaRun: j.Run, MetaServer: server, MetaHost: hostname(),
+		MetaHeartbeat: time.Now().UTC().Format(time.RFC3339)}
+	if p := j.Path(); len(p) <= 255 { // Cinder's limit for a metadata value
+		m[MetaJournal] = p
+	}
+	return m
 }
 
 func (j *Journal) write(r journalRecord) error {

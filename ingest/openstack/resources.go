@@ -14,10 +14,11 @@ type Timeouts struct {
 	Volume   time.Duration // volume from snapshot or image
 	Upload   time.Duration // upload of a volume to an image
 	Delete   time.Duration // a deleted resource to disappear
+	Device   time.Duration // an attached volume's block device to appear on this host
 }
 
 // DefaultTimeouts suit a busy production cloud.
-var DefaultTimeouts = Timeouts{Snapshot: 30 * time.Minute, Volume: 30 * time.Minute, Upload: 2 * time.Hour, Delete: 15 * time.Minute}
+var DefaultTimeouts = Timeouts{Snapshot: 30 * time.Minute, Volume: 30 * time.Minute, Upload: 2 * time.Hour, Delete: 15 * time.Minute, Device: 2 * time.Minute}
 
 type snapshotBody struct {
 	ID       string            `json:"id"`
@@ -173,6 +174,12 @@ func (cl *Cloud) deleteAndWait(ctx context.Context, t Temp, to Timeouts) error {
 		return deleteURL(ctx, cl.Image, "images/"+t.ID)
 	case KindAttachment:
 		return deleteURL(ctx, cl.Volume, "attachments/"+t.ID)
+	case KindServerAttachment:
+		server, vol, err := splitServerAttachment(t.ID)
+		if err != nil {
+			return err
+		}
+		return cl.novaDetach(ctx, server, vol, to.Delete)
 	case KindVolume:
 		// A volume still being created or uploaded cannot be deleted yet.
 		st, err := waitFor(ctx, "volume "+t.ID, to.Delete, func(ctx context.Context) (string, error) {
@@ -188,7 +195,7 @@ func (cl *Cloud) deleteAndWait(ctx context.Context, t Temp, to Timeouts) error {
 		if st == "in-use" || st == "reserved" {
 			// Only cairn attaches its temporary volumes: drop the
 			// attachments whose ids a killed run never recorded.
-			if err := cl.detachAll(ctx, t.ID); err != nil {
+			if err := cl.detachAll(ctx, t.ID, to.Delete); err != nil {
 				return err
 			}
 			if _, err := waitFor(ctx, "volume "+t.ID+" to detach", to.Delete, func(ctx context.Context) (string, error) {
@@ -272,8 +279,10 @@ func (cl *Cloud) findTemp(ctx context.Context, t Temp) (string, error) {
 				ids = append(ids, r.ID)
 			}
 		}
-	case KindAttachment:
-		return "", nil // attachments carry no name; their id is recorded before use
+	case KindAttachment, KindServerAttachment:
+		// Attachments carry no name; their id is recorded before use, and
+		// deleting the volume detaches whatever a lost answer left.
+		return "", nil
 	}
 	switch len(ids) {
 	case 0:
@@ -325,17 +334,26 @@ func (im *imageInfo) bdms() ([]imageBDM, error) {
 	return out, nil
 }
 
-// detachAll deletes every attachment of a (temporary) volume.
-func (cl *Cloud) detachAll(ctx context.Context, volumeID string) error {
+// detachAll removes every attachment of a (temporary) volume: one to a
+// server (cairn's host) through Nova, so that the hypervisor lets go of
+// the device and the server forgets it; a host attachment through Cinder.
+func (cl *Cloud) detachAll(ctx context.Context, volumeID string, timeout time.Duration) error {
 	var b struct {
 		Attachments []struct {
-			ID string `json:"id"`
+			ID       string `json:"id"`
+			Instance string `json:"instance"`
 		} `json:"attachments"`
 	}
 	if err := getJSON(ctx, cl.Volume, "attachments?volume_id="+volumeID, &b); err != nil {
 		return err
 	}
 	for _, a := range b.Attachments {
+		if a.Instance != "" {
+			if err := cl.novaDetach(ctx, a.Instance, volumeID, timeout); err != nil {
+				return fmt.Errorf("detach from server %s: %s", a.Instance, apiMessage(err))
+			}
+			continue
+		}
 		if err := deleteURL(ctx, cl.Volume, "attachments/"+a.ID); err != nil {
 			return err
 		}

@@ -66,10 +66,11 @@ func TestBackupKilled(t *testing.T) {
 }
 
 // killAt starts a backup and sends it sig when a progress line contains
-// marker, then waits for it to exit.
-func killAt(t *testing.T, repoDir, journal, server, marker string, sig syscall.Signal) {
+// marker, then waits for it to exit. extra are more backup arguments.
+func killAt(t *testing.T, repoDir, journal, server, marker string, sig syscall.Signal, extra ...string) {
 	t.Helper()
-	cmd := exec.Command(cairnBin(t), "backup", "openstack", "--repo", repoDir, "--server", server, "--max-transfers", "1")
+	args := append([]string{"backup", "openstack", "--repo", repoDir, "--server", server, "--max-transfers", "1"}, extra...)
+	cmd := exec.Command(cairnBin(t), args...)
 	cmd.Env = append(os.Environ(), cloudEnv(journal)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -41,7 +41,15 @@
 // byte-equal, definition equal to what Nova/Cinder/Neutron report, second
 // backup deduplicated, --transfer attach; the quiesced path through Nova
 // and the warning for a guest agent without os_require_quiesce),
-// backup_ephemeral_test.go (image-backed root), backup_kill_test.go (the
+// backup_ephemeral_test.go (image-backed root), backup_qcow2_test.go (an
+// image-backed server from a qcow2 image: its qcow2 snapshot read through
+// a converting volume), backup_nova_attach_test.go (--transfer attach to
+// a "cairn host" server through Nova: the test cloud's virt driver turns
+// the attached RBD volume into a read-only loop device linked in
+// $CAIRN_DISK_BY_ID_DIR; also SIGTERM while reading and a device that
+// never appears), cleanup_remote_test.go (orphan cleanup leaves another
+// host's live run alone until its heartbeat is older than the grace),
+// backup_kill_test.go (the
 // built binary SIGKILLed at several steps; `cairn openstack cleanup` or
 // the next run removes the leftovers), backup_fault_test.go (5xx, lost
 // answers, stalls, a cut download, a status timeout through faultTransport)
