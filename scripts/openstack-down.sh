@@ -44,6 +44,14 @@ rm -f "$STATE"/run/*.pid
 if [[ -f $STATE/rabbitmq/env ]]; then
   ( . "$STATE/rabbitmq/env"; epmd -names >/dev/null 2>&1 && epmd -kill >/dev/null 2>&1 ) || true
 fi
+# the fake virt driver's local disks (servers with cairn_test_local_disks):
+# read-only loop devices over exported volume files, and their links
+for f in "$STATE"/nova/instances/cairn-disk-*.raw; do
+  [[ -e $f ]] || continue
+  for d in $(losetup -j "$f" -O NAME -n); do losetup -d "$d" || true; done
+  rm -f "$f"
+done
+[[ -d $STATE/disk-by-id ]] && find "$STATE/disk-by-id" -maxdepth 1 -type l -delete
 if [[ -d $STATE ]]; then
   grep -o " $STATE/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount "$m"; done
 fi
