@@ -28,10 +28,13 @@ import (
 // snapshot may be left, also after SIGTERM while reading, after SIGKILL
 // and `cairn openstack cleanup`, and when the device never appears.
 func TestBackupTransferAttachNova(t *testing.T) {
-	byID := os.Getenv("CAIRN_DISK_BY_ID_DIR")
-	if byID == "" {
-		t.Fatal("CAIRN_DISK_BY_ID_DIR is not set: source the test cloud's cairn-test.env (scripts/openstack-up.sh writes it)")
+	// The test cloud's directory of by-id links (openstack-up.sh's
+	// $STATE/disk-by-id); the cairn processes the test runs inherit it.
+	byID := rsEnv("CAIRN_DISK_BY_ID_DIR", "/var/lib/openstack-lite/disk-by-id")
+	if st, err := os.Stat(byID); err != nil || !st.IsDir() {
+		t.Fatalf("the test cloud's by-id directory %s is missing (%v): start the cloud with scripts/openstack-up.sh", byID, err)
 	}
+	t.Setenv("CAIRN_DISK_BY_ID_DIR", byID)
 	cl := rsConnect(t, "", nil)
 	a := api{t, cl}
 	srv := newBFVServer(t, a, bkOptions{NoNet: true})
