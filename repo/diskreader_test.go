@@ -120,29 +120,8 @@ func TestBlockRecyclingConcurrent(t *testing.T) {
 // a long sequential read.
 func BenchmarkDiskReadAt(b *testing.B) {
 	const bs = 64 << 10
-	r, err := Init(b.TempDir()+"/repo", InitOptions{BlockSize: bs, PackSize: 16 << 20, Encrypt: true, Credentials: testKey})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Close()
-	s, err := r.NewSession()
-	if err != nil {
-		b.Fatal(err)
-	}
 	const blocks = 64
-	tbl := make([]BlockEntry, blocks)
-	for i := range tbl {
-		data := blockData(uint64(i+1), bs)
-		if i%2 == 1 {
-			data = compressibleBlock(fmt.Sprint(i), bs)
-		}
-		id := r.codec.hasher.Sum(data)
-		loc, _, err := s.Store(BlobData, id, data)
-		if err != nil {
-			b.Fatal(err)
-		}
-		tbl[i] = BlockEntry{ID: id, Location: loc}
-	}
+	r, s, tbl := benchBlobs(b, blocks)
 	ref, err := s.StoreTable(0, tbl)
 	if err != nil {
 		b.Fatal(err)

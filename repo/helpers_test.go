@@ -437,3 +437,33 @@ func containsAny(list []string, sub string) bool {
 	}
 	return false
 }
+
+// benchBlobs stores n 64 KiB data blobs in a new encrypted repository, half
+// incompressible (stored raw) and half text (lz4), and returns the
+// repository, the still-open session and the blobs' block entries.
+func benchBlobs(b *testing.B, n int) (*Repository, *Session, []BlockEntry) {
+	const bs = 64 << 10
+	r, err := Init(b.TempDir()+"/repo", InitOptions{BlockSize: bs, PackSize: 16 << 20, Encrypt: true, Credentials: testKey})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { r.Close() })
+	s, err := r.NewSession()
+	if err != nil {
+		b.Fatal(err)
+	}
+	entries := make([]BlockEntry, n)
+	for i := range entries {
+		data := blockData(uint64(i+1), bs)
+		if i%2 == 1 {
+			data = compressibleBlock(fmt.Sprint(i), bs)
+		}
+		id := r.codec.hasher.Sum(data)
+		loc, _, err := s.Store(BlobData, id, data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		entries[i] = BlockEntry{ID: id, Location: loc}
+	}
+	return r, s, entries
+}

@@ -60,32 +60,7 @@ func TestLoadBlobOwnsResult(t *testing.T) {
 // decompress, verify.
 func BenchmarkLoadBlob(b *testing.B) {
 	const bs = 64 << 10
-	r, err := Init(b.TempDir()+"/repo", InitOptions{BlockSize: bs, PackSize: 16 << 20, Encrypt: true, Credentials: testKey})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Close()
-	s, err := r.NewSession()
-	if err != nil {
-		b.Fatal(err)
-	}
-	type blob struct {
-		id  ID
-		loc Location
-	}
-	var blobs []blob
-	for i := 0; i < 64; i++ {
-		data := blockData(uint64(i+1), bs)
-		if i%2 == 1 {
-			data = compressibleBlock(fmt.Sprint(i), bs)
-		}
-		id := r.codec.hasher.Sum(data)
-		loc, _, err := s.Store(BlobData, id, data)
-		if err != nil {
-			b.Fatal(err)
-		}
-		blobs = append(blobs, blob{id, loc})
-	}
+	r, s, blobs := benchBlobs(b, 64)
 	if err := s.Commit(&RestorePoint{VM: "bench"}); err != nil {
 		b.Fatal(err)
 	}
@@ -94,7 +69,7 @@ func BenchmarkLoadBlob(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		bl := blobs[i%len(blobs)]
-		if _, err := r.LoadBlob(BlobData, bl.id, bl.loc); err != nil {
+		if _, err := r.LoadBlob(BlobData, bl.ID, bl.Location); err != nil {
 			b.Fatal(err)
 		}
 	}
