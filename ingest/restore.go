@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairn-backup/cairn/ingest/qcow2"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/directio"
 )
 
 // RestoreOptions configure writing a disk of a restore point to a file.
@@ -160,7 +161,7 @@ func copyBlocks(ctx context.Context, dr *repo.DiskReader, tgt restoreTarget, wri
 	bs := int64(d.BlockSize)
 	for w := 0; w < workers; w++ {
 		g.Go(func() error {
-			buf := alignedBuffer(batchBlocks * int(bs))
+			buf := directio.Buffer(batchBlocks * int(bs))
 			for j := range jobs {
 				run, runEnd := int64(-1), int64(0) // bytes of buf holding the current run
 				flush := func() error {
@@ -313,7 +314,7 @@ func (t *targetFile) rawTarget() rawTarget {
 	if t.tmp != "" {
 		name = t.tmp
 	}
-	t.direct = openDirect(name)
+	t.direct = directio.OpenWriter(name)
 	return rawTarget{f: t.f, direct: t.direct, off: new(atomic.Bool)}
 }
 

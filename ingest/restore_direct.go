@@ -6,16 +6,12 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/directio"
 )
-
-// dioAlign is the alignment of offsets, lengths and buffers for direct
-// I/O: a page, which covers every logical block size a disk reports.
-const dioAlign = 4096
 
 // rawTarget writes a raw image. Aligned runs go through a second handle
 // opened with O_DIRECT: the restored image does not pass through the page
@@ -31,14 +27,14 @@ type rawTarget struct {
 }
 
 func (t rawTarget) writeAt(off int64, data []byte) error {
-	if t.direct != nil && !t.off.Load() && off%dioAlign == 0 && aligned(data) {
-		n := len(data) &^ (dioAlign - 1)
+	if t.direct != nil && !t.off.Load() && off%directio.Align == 0 && directio.Aligned(data) {
+		n := len(data) &^ (directio.Align - 1)
 		if n > 0 {
 			_, err := t.direct.WriteAt(data[:n], off)
 			switch {
 			case err == nil:
 				off, data = off+int64(n), data[n:]
-			case errors.Is(err, unix.EINVAL):
+			case directio.Unsupported(err):
 				t.off.Store(true) // the file system takes no direct I/O after all
 			default:
 				return fmt.Errorf("write %s at %d: %w", t.f.Name(), off, err)
@@ -52,27 +48,6 @@ func (t rawTarget) writeAt(off int64, data []byte) error {
 		return fmt.Errorf("write %s at %d: %w", t.f.Name(), off, err)
 	}
 	return nil
-}
-
-func aligned(b []byte) bool {
-	return len(b) > 0 && uintptr(unsafe.Pointer(unsafe.SliceData(b)))%dioAlign == 0
-}
-
-// alignedBuffer returns n bytes starting on a dioAlign boundary.
-func alignedBuffer(n int) []byte {
-	b := make([]byte, n+dioAlign)
-	skip := (dioAlign - int(uintptr(unsafe.Pointer(unsafe.SliceData(b)))%dioAlign)) % dioAlign
-	return b[skip : skip+n : skip+n]
-}
-
-// openDirect opens path for writing with O_DIRECT, or returns nil where
-// the file system does not support it.
-func openDirect(path string) *os.File {
-	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
-	if err != nil {
-		return nil
-	}
-	return f
 }
 
 // preallocate reserves the disk's data blocks in the target file before
