@@ -204,6 +204,11 @@ func (di *diskIngest) doBatch(bt batch, buf []byte) error {
 	if di.prev != nil {
 		prevTable, _ = di.prev.Table(bt.table.index) // unreadable hints are only a lost shortcut
 	}
+	// Hash the batch's data blocks, reuse what the parent has at the same
+	// place, look the rest up in one index transaction, store what is new.
+	var ids [batchBlocks]repo.ID
+	var want [batchBlocks]int64 // batch positions that need a lookup
+	nwant := 0
 	for i := int64(0); i < bt.n; i++ {
 		b := bt.first + i
 		blk := data[i*di.bs : min((i+1)*di.bs, n)]
@@ -213,23 +218,37 @@ func (di *diskIngest) doBatch(bt batch, buf []byte) error {
 		}
 		di.dataBlocks.Add(1)
 		id := di.r.Hasher().Sum(blk)
-		slot := &bt.table.entries[b%di.ts]
 		if prevTable != nil {
 			if pe := prevTable[b%di.ts]; pe.ID == id && di.sess.Live(pe.Location) {
-				*slot = pe
+				bt.table.entries[b%di.ts] = pe
 				continue
 			}
 		}
-		loc, isNew, err := di.sess.Store(repo.BlobData, id, blk)
-		if err != nil {
-			return err
+		ids[nwant], want[nwant] = id, i
+		nwant++
+	}
+	var locs [batchBlocks]repo.Location
+	var found [batchBlocks]bool
+	if err := di.sess.FindMany(ids[:nwant], locs[:nwant], found[:nwant]); err != nil {
+		return err
+	}
+	for k, i := range want[:nwant] {
+		b := bt.first + i
+		loc, isNew := locs[k], false
+		if !found[k] {
+			blk := data[i*di.bs : min((i+1)*di.bs, n)]
+			var err error
+			if loc, isNew, err = di.sess.StoreMissing(repo.BlobData, ids[k], blk); err != nil {
+				return err
+			}
 		}
-		*slot = repo.BlockEntry{ID: id, Location: loc}
+		bt.table.entries[b%di.ts] = repo.BlockEntry{ID: ids[k], Location: loc}
 		if isNew {
+			size := min(di.bs, n-i*di.bs)
 			di.newBlocks.Add(1)
-			di.newBytes.Add(int64(len(blk)))
+			di.newBytes.Add(size)
 			di.stored.Add(int64(loc.Length))
-			di.prog.NewBytes.Add(int64(len(blk)))
+			di.prog.NewBytes.Add(size)
 			di.prog.Stored.Add(int64(loc.Length))
 		}
 	}

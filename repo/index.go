@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -23,6 +24,14 @@ import (
 type index struct {
 	db       *badger.DB
 	readOnly bool
+
+	// Read transactions of a read-only index, kept for reuse: starting one
+	// takes a lock in badger's oracle and a round trip to its watermark
+	// goroutine, which backup workers doing a lookup per block queue on. A
+	// read-only index never changes, so an old transaction sees what a new
+	// one would.
+	txMu sync.Mutex
+	txns []*badger.Txn
 }
 
 const (
@@ -109,6 +118,12 @@ func (ix *index) close() error {
 	if ix == nil || ix.db == nil {
 		return nil
 	}
+	ix.txMu.Lock()
+	for _, txn := range ix.txns {
+		txn.Discard()
+	}
+	ix.txns = nil
+	ix.txMu.Unlock()
 	err := ix.db.Close()
 	ix.db = nil
 	return err
@@ -139,26 +154,59 @@ func decodeIndexValue(id ID, v []byte) (packEntry, error) {
 	return e, nil
 }
 
-// lookup returns where blob id is stored.
+// view runs fn in a read transaction: a reused one on a read-only index.
+func (ix *index) view(fn func(txn *badger.Txn) error) error {
+	if !ix.readOnly {
+		return ix.db.View(fn)
+	}
+	ix.txMu.Lock()
+	var txn *badger.Txn
+	if n := len(ix.txns); n > 0 {
+		txn, ix.txns = ix.txns[n-1], ix.txns[:n-1]
+	}
+	ix.txMu.Unlock()
+	if txn == nil {
+		txn = ix.db.NewTransaction(false)
+	}
+	err := fn(txn)
+	ix.txMu.Lock()
+	ix.txns = append(ix.txns, txn)
+	ix.txMu.Unlock()
+	return err
+}
+
+// lookup returns the index record of blob id.
 func (ix *index) lookup(id ID) (packEntry, bool, error) {
 	var e packEntry
 	found := false
-	err := ix.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(blobKey(id))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			var derr error
-			e, derr = decodeIndexValue(id, v)
-			found = derr == nil
-			return derr
-		})
-	})
+	err := ix.lookupMany([]ID{id}, func(_ int, f packEntry) { e, found = f, true })
 	return e, found, err
+}
+
+// lookupMany looks up every id in one read transaction and calls found for
+// each id the index holds.
+func (ix *index) lookupMany(ids []ID, found func(i int, e packEntry)) error {
+	return ix.view(func(txn *badger.Txn) error {
+		for i, id := range ids {
+			item, err := txn.Get(blobKey(id))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if err := item.Value(func(v []byte) error {
+				e, derr := decodeIndexValue(id, v)
+				if derr == nil {
+					found(i, e)
+				}
+				return derr
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // packs returns every merged pack.

@@ -28,8 +28,9 @@ type Session struct {
 }
 
 type seenShard struct {
-	mu sync.Mutex
-	m  map[ID]Location
+	mu       sync.Mutex
+	m        map[ID]Location
+	inflight map[ID]chan struct{} // blobs being written; closed when done
 }
 
 // NewSession starts a writing session. The caller must hold a lock.
@@ -45,6 +46,7 @@ func (r *Repository) NewSession() (*Session, error) {
 	s.comp.New = func() any { return newCompressor() }
 	for i := range s.shards {
 		s.shards[i].m = make(map[ID]Location)
+		s.shards[i].inflight = make(map[ID]chan struct{})
 	}
 	if err := s.loadUnmerged(); err != nil {
 		ix.close()
@@ -110,29 +112,89 @@ func (s *Session) Find(id ID) (Location, bool, error) {
 	return Location{}, false, nil
 }
 
+// FindMany is Find for many blobs at once, with one index transaction:
+// locs[i] and ok[i] receive the answer for ids[i].
+func (s *Session) FindMany(ids []ID, locs []Location, ok []bool) error {
+	var ask []ID
+	var at []int
+	for i, id := range ids {
+		sh := &s.shards[id[0]&63]
+		sh.mu.Lock()
+		locs[i], ok[i] = sh.m[id]
+		sh.mu.Unlock()
+		if !ok[i] {
+			locs[i], ok[i] = s.overlay[id]
+		}
+		if !ok[i] {
+			ask, at = append(ask, id), append(at, i)
+		}
+	}
+	if len(ask) == 0 {
+		return nil
+	}
+	err := s.ix.lookupMany(ask, func(j int, e packEntry) {
+		if s.Live(e.Location) {
+			locs[at[j]], ok[at[j]] = e.Location, true
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("index lookup: %w", err)
+	}
+	return nil
+}
+
 // Store stores data as blob id unless the repository already has it. It
 // reports whether the blob was new (then loc.Length is its stored size).
 func (s *Session) Store(t BlobType, id ID, data []byte) (loc Location, isNew bool, err error) {
 	if loc, ok, err := s.Find(id); ok || err != nil {
 		return loc, false, err
 	}
+	return s.StoreMissing(t, id, data)
+}
+
+// StoreMissing is Store for a blob that Find or FindMany of this session
+// has just reported missing: it skips the index lookup. A blob that another
+// worker stored meanwhile is still stored only once.
+func (s *Session) StoreMissing(t BlobType, id ID, data []byte) (loc Location, isNew bool, err error) {
 	comp := s.comp.Get().(*compressor)
 	bp := plainPool.Get().(*[]byte)
 	stored := s.r.codec.encode((*bp)[:0], t, id, data, comp)
 	s.comp.Put(comp)
 	defer func() { *bp = stored[:0]; plainPool.Put(bp) }() // add has written it
 
+	// The shard is locked only to check and record, not while the pack
+	// writer copies the blob: a worker preempted there would stall every
+	// worker whose blob falls in the shard. A blob another worker is
+	// storing right now is waited for, so each blob is stored once.
 	sh := &s.shards[id[0]&63]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if loc, ok := sh.m[id]; ok { // another worker stored it meanwhile
-		return loc, false, nil
+	for {
+		sh.mu.Lock()
+		if loc, ok := sh.m[id]; ok { // another worker stored it meanwhile
+			sh.mu.Unlock()
+			return loc, false, nil
+		}
+		busy, ok := sh.inflight[id]
+		if !ok {
+			break
+		}
+		sh.mu.Unlock()
+		<-busy
 	}
+	done := make(chan struct{})
+	sh.inflight[id] = done
+	sh.mu.Unlock()
+
 	loc, err = s.pw.add(t, id, stored)
+	sh.mu.Lock()
+	delete(sh.inflight, id)
+	if err == nil {
+		sh.m[id] = loc
+	}
+	sh.mu.Unlock()
+	close(done)
 	if err != nil {
 		return Location{}, false, err
 	}
-	sh.m[id] = loc
 	s.newBlobs.Add(1)
 	s.newBytes.Add(int64(len(data)))
 	s.storedBytes.Add(int64(len(stored)))
