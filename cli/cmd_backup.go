@@ -41,6 +41,7 @@ func parsePairs(vals []string, what string) ([][2]string, error) {
 }
 
 func runBackup(c *ucli.Context) error {
+	procForBlockingIO()
 	if c.String("vm") == "" || len(c.StringSlice("disk")) == 0 {
 		return usageErr("backup needs --vm NAME and at least one --disk NAME=PATH (or a subcommand: backup openstack, backup libvirt)")
 	}

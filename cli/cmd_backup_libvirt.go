@@ -45,6 +45,7 @@ func backupLibvirtCommand() *ucli.Command {
 }
 
 func runBackupLibvirt(c *ucli.Context) error {
+	procForBlockingIO()
 	doms := c.StringSlice("domain")
 	if (len(doms) == 0) == !c.Bool("all") {
 		return usageErr("name the domains with --domain NAME (repeatable) or pass --all")

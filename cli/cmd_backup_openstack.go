@@ -54,6 +54,7 @@ func backupOpenstackCommand() *ucli.Command {
 }
 
 func runBackupOpenstack(c *ucli.Context) error {
+	procForBlockingIO()
 	sel, err := osSelection(c)
 	if err != nil {
 		return err

@@ -31,6 +31,7 @@ func restoreCommand() *ucli.Command {
 }
 
 func runRestoreDisk(c *ucli.Context) error {
+	procForBlockingIO()
 	if c.NArg() != 2 {
 		return usageErr("restore disk needs RESTORE-POINT and DISK (see `cairn list` and `cairn show`)")
 	}
