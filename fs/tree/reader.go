@@ -233,6 +233,7 @@ type diskHandle struct {
 	next   int64 // where a sequential read would start
 	window int64 // readahead, in blocks (0: not sequential)
 	hwm    int64 // blocks below this were queued for prefetch already
+	run    int64 // bytes read by the current sequential run
 }
 
 func (t *Tree) newHandle(p *repo.RestorePoint, d *repo.Disk, base, size int64) *diskHandle {
@@ -341,6 +342,7 @@ func (h *diskHandle) readahead(src *source, off int64, n int, first, last int64)
 	ahead := min(seqSlack, max(8*int64(n), seqSmallHop))
 	if off >= h.next-seqSlack && off <= h.next+ahead {
 		h.next = max(h.next, off+int64(n))
+		h.run += int64(n)
 		// Grow the window and queue more only once the reader has used
 		// half of what is queued ahead of it (the kernel's readahead does
 		// the same): many small reads within a few blocks, such as a guest
@@ -350,9 +352,14 @@ func (h *diskHandle) readahead(src *source, off int64, n int, first, last int64)
 			h.mu.Unlock()
 			return
 		}
-		h.window = min(max(2*h.window, minWindow/src.bs), h.maxWindow(src))
+		// The window never exceeds twice what the run has read: a run of
+		// small reads (a guest file system reading its inode table, 256
+		// bytes per file of a directory) reads far less than a run of the
+		// kernel's 1 MiB requests and must not prefetch as much.
+		grow := min(max(2*h.window, minWindow/src.bs), h.maxWindow(src))
+		h.window = max(1, min(grow, 2*h.run/src.bs))
 	} else { // a jump: no readahead, but the read's own blocks in parallel
-		h.window, h.next, h.hwm = 0, off+int64(n), first+1
+		h.window, h.next, h.hwm, h.run = 0, off+int64(n), first+1, int64(n)
 	}
 	from := max(h.hwm, first+1) // the reader loads the first block itself
 	to := min(last+1+h.window, endBlock)
@@ -361,6 +368,23 @@ func (h *diskHandle) readahead(src *source, off int64, n int, first, last int64)
 	if from < to {
 		h.t.disks.prefetch(src, from, to)
 	}
+}
+
+// Prefetch queues the blocks of [off, off+n) for loading in the
+// background, up to the readahead limit; it does not change the handle's
+// sequential readahead.
+func (h *diskHandle) Prefetch(off, n int64) {
+	if h.t.disks.jobs == nil || off < 0 || off >= h.size || n <= 0 {
+		return
+	}
+	src, err := h.t.disks.get(h.p, h.d)
+	if err != nil {
+		return
+	}
+	abs := h.base + off
+	end := h.base + min(h.size, off+n)
+	first, last := abs/src.bs, (end-1)/src.bs
+	h.t.disks.prefetch(src, first, min(last+1, first+h.maxWindow(src)))
 }
 
 // maxWindow keeps the readahead well inside the DiskReader cache, so that
