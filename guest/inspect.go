@@ -118,7 +118,7 @@ func Inspect(disks []Disk, o Options) (*Machine, error) {
 		}
 		for _, p := range table.Partitions {
 			v := &Volume{Kind: Partition, Disk: d.Name, Number: p.Number, Offset: p.Start, Size: p.Size,
-				r: io.NewSectionReader(d.R, p.Start, p.Size)}
+				r: newSection(d.R, p.Start, p.Size)}
 			pv, err := in.classify(v)
 			if err != nil {
 				return nil, fmt.Errorf("disk %s partition %d: %w", d.Name, p.Number, err)

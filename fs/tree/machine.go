@@ -54,6 +54,10 @@ type diskReader struct{ h *diskHandle }
 
 func (r diskReader) ReadAt(p []byte, off int64) (int, error) { return r.h.ReadAt(p, off) }
 
+// Prefetch implements vfs.Prefetcher: guest file systems hint what they
+// will read next.
+func (r diskReader) Prefetch(off, n int64) { r.h.Prefetch(off, n) }
+
 // machine returns what guest.Inspect found on the disks of p, inspecting
 // them on first use. Malformed partition tables and LVM metadata are
 // logged once; a failed read of the repository is returned and retried on

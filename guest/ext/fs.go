@@ -113,6 +113,7 @@ func (f *FS) ReadDir(ino uint64) ([]vfs.DirEntry, error) {
 	if err != nil {
 		return nil, err
 	}
+	f.prefetchInodes(d.entries)
 	return append([]vfs.DirEntry(nil), d.entries...), nil
 }
 

@@ -3,6 +3,7 @@ package ext
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cairn-backup/cairn/guest/vfs"
@@ -62,6 +63,41 @@ func (f *FS) readInode(ino uint64) (*inode, error) {
 		return nil, fmt.Errorf("ext: inode %d is not in use: %w", ino, vfs.ErrNotFound)
 	}
 	return in, nil
+}
+
+// prefetchInodes hints the volume's reader at the inode table blocks of a
+// directory's entries: whoever lists a directory (ls -l, cp -a) stats
+// every entry next, one inode after another.
+func (f *FS) prefetchInodes(entries []vfs.DirEntry) {
+	if _, ok := f.dev.r.(vfs.Prefetcher); !ok || len(entries) < 8 {
+		return
+	}
+	blocks := make([]uint64, 0, len(entries))
+	isz := uint64(f.sb.inodeSize)
+	for _, e := range entries {
+		if e.Ino < 1 || e.Ino > uint64(f.sb.inodesCount) {
+			continue
+		}
+		g := (e.Ino - 1) / uint64(f.sb.inodesPerGroup)
+		gd, err := f.group(g)
+		if err != nil {
+			continue // the stat that follows reports it
+		}
+		b := gd.inodeTable + ((e.Ino-1)%uint64(f.sb.inodesPerGroup))*isz/f.sb.blockSize
+		if _, ok := f.dev.cache.get(b); !ok {
+			blocks = append(blocks, b)
+		}
+	}
+	slices.Sort(blocks)
+	blocks = slices.Compact(blocks)
+	for i := 0; i < len(blocks); {
+		j := i + 1
+		for j < len(blocks) && blocks[j] == blocks[j-1]+1 {
+			j++
+		}
+		vfs.Prefetch(f.dev.r, int64(blocks[i]*f.sb.blockSize), int64(uint64(j-i)*f.sb.blockSize))
+		i = j
+	}
 }
 
 func (f *FS) decodeInode(ino uint64, raw []byte) (*inode, error) {

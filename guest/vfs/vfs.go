@@ -68,6 +68,22 @@ type DirEntry struct {
 	Type uint32
 }
 
+// Prefetcher is implemented by volume readers that can load byte ranges in
+// the background. A file system hints the ranges it is about to read one
+// by one (the inode table blocks of a directory's entries), so that the
+// reads behind them proceed in parallel instead of each waiting for the
+// previous one. Prefetch returns at once; it is only a hint.
+type Prefetcher interface {
+	Prefetch(off, n int64)
+}
+
+// Prefetch hints r, if it is a Prefetcher, that [off, off+n) will be read.
+func Prefetch(r io.ReaderAt, off, n int64) {
+	if p, ok := r.(Prefetcher); ok && n > 0 {
+		p.Prefetch(off, n)
+	}
+}
+
 // FS is a read-only guest file system.
 type FS interface {
 	// Type names the file system: "ext2", "ext3", "ext4", "xfs", "vfat", "ntfs".
