@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // DiskReader reads one disk of a restore point. Any offset maps to its
@@ -50,11 +52,13 @@ func (b *Block) Release() {
 // not fit is left to the garbage collector.
 type blockBufs struct {
 	size int
-	free chan []byte
+	mu   sync.Mutex
+	free [][]byte
+	slab []byte // the unused rest of the newest slab
 }
 
-// maxIdleBlockBufs bounds the memory of idle decode buffers, per block size.
-const maxIdleBlockBufs = 32 << 20
+// blockSlab is how much memory blockBufs maps at once.
+const blockSlab = 4 << 20
 
 var blockBufPools sync.Map // block size -> *blockBufs
 
@@ -62,27 +66,45 @@ func blockBufsFor(size int) *blockBufs {
 	if p, ok := blockBufPools.Load(size); ok {
 		return p.(*blockBufs)
 	}
-	p, _ := blockBufPools.LoadOrStore(size, &blockBufs{size: size, free: make(chan []byte, max(4, maxIdleBlockBufs/max(size, 1)))})
+	p, _ := blockBufPools.LoadOrStore(size, &blockBufs{size: size})
 	return p.(*blockBufs)
 }
 
+// get returns an empty buffer of capacity size. Buffers come from slabs
+// mapped outside the Go heap with their pages populated in one system call:
+// on a virtual machine a page fault on fresh memory costs tens of
+// microseconds (5 ms per MiB here), against 0.2 ms per MiB populated, and
+// decoding into fresh heap memory dominated the first listing of a guest
+// directory through the mount. Buffers are recycled by put, never unmapped:
+// their number is bounded by the largest number in use at once (the block
+// caches plus reads in flight).
 func (p *blockBufs) get() []byte {
-	select {
-	case b := <-p.free:
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free = p.free[:n-1]
 		return b
-	default:
-		return make([]byte, 0, p.size)
 	}
+	if len(p.slab) < p.size {
+		slab, err := unix.Mmap(-1, 0, max(blockSlab, p.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+		if err != nil {
+			return make([]byte, 0, p.size) // out of address space: the Go heap still works
+		}
+		p.slab = slab
+	}
+	b := p.slab[:0:p.size]
+	p.slab = p.slab[p.size:]
+	return b
 }
 
 func (p *blockBufs) put(b []byte) {
 	if cap(b) < p.size {
 		return
 	}
-	select {
-	case p.free <- b[:0]:
-	default:
-	}
+	p.mu.Lock()
+	p.free = append(p.free, b[:0:p.size])
+	p.mu.Unlock()
 }
 
 // OpenDisk opens disk name of restore point p. cacheBytes bounds the cache
