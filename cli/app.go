@@ -7,11 +7,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -153,18 +151,3 @@ func withCommonFlags(cmds []*ucli.Command) []*ucli.Command {
 	}
 	return cmds
 }
-
-// procForBlockingIO gives the Go runtime one more P than CPUs, for commands
-// that write with direct I/O and fsync: a goroutine blocked in such a
-// syscall keeps its P until the runtime's monitor takes it back, up to
-// milliseconds later. With two CPUs that left a quarter of the machine idle
-// during a backup. An explicit GOMAXPROCS wins.
-func procForBlockingIO() {
-	extraProc.Do(func() {
-		if os.Getenv("GOMAXPROCS") == "" {
-			runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
-		}
-	})
-}
-
-var extraProc sync.Once

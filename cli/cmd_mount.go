@@ -78,6 +78,7 @@ func runMount(c *ucli.Context) error {
 	defer signal.Stop(sigs)
 	return withRepo(c, repo.Shared, func(r *repo.Repository) error {
 		logger := log.New(c.App.ErrWriter, "cairn mount: ", log.LstdFlags)
+		warmHeap()
 		srv, err := fs.Mount(mp, r, fs.Options{
 			AllowOther: c.Bool("allow-other"), CacheBytes: cache, Logger: logger, Debug: c.Bool("debug-fuse"),
 		})
