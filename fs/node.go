@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -21,6 +22,9 @@ type node struct {
 	gofs.Inode
 	n   tree.Node
 	log *log.Logger
+
+	hmu sync.Mutex
+	h   *handle // a file's reader, opened on first read (see Open)
 }
 
 var (
@@ -29,6 +33,9 @@ var (
 	_ gofs.NodeOpendirHandler = (*node)(nil)
 	_ gofs.NodeGetattrer      = (*node)(nil)
 	_ gofs.NodeOpener         = (*node)(nil)
+	_ gofs.NodeReader         = (*node)(nil)
+	_ gofs.NodeLseeker        = (*node)(nil)
+	_ gofs.NodeFlusher        = (*node)(nil)
 	_ gofs.NodeReadlinker     = (*node)(nil)
 	_ gofs.NodeSetattrer      = (*node)(nil)
 	_ gofs.NodeCreater        = (*node)(nil)
@@ -219,22 +226,60 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	return []byte(target), 0
 }
 
+// Open answers ENOSYS. The kernel then opens every file of the mount
+// without asking (FUSE's "no open support"), keeps each file's page cache
+// across opens, and sends no RELEASE: copying a file costs its READ
+// requests alone, where OPEN, READ and RELEASE cost three round trips,
+// each waking a thread on both sides. Reads then carry no file handle;
+// each file node keeps one reader, opened on first use. The mount is
+// read-only, so the kernel refuses opens for writing itself.
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	f, ok := n.n.(tree.File)
-	if !ok {
+	if _, ok := n.n.(tree.File); !ok {
 		return nil, 0, syscall.EISDIR
 	}
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
-		return nil, 0, syscall.EROFS
+	return nil, 0, syscall.ENOSYS
+}
+
+// reader returns the file's reader, opening it on first use. A failed
+// open is not remembered: the next read tries again.
+func (n *node) reader() (*handle, syscall.Errno) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	if n.h != nil {
+		return n.h, 0
+	}
+	f, ok := n.n.(tree.File)
+	if !ok {
+		return nil, syscall.EISDIR
 	}
 	h, err := f.Open()
 	if err != nil {
-		return nil, 0, toErrno(err)
+		n.log.Printf("open error: %v", err)
+		return nil, toErrno(err)
 	}
-	// The content never changes: let the kernel keep its page cache
-	// across opens.
-	return &handle{h: h, n: n}, fuse.FOPEN_KEEP_CACHE, 0
+	n.h = &handle{h: h, n: n}
+	return n.h, 0
 }
+
+func (n *node) Read(ctx context.Context, _ gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h, errno := n.reader()
+	if errno != 0 {
+		return nil, errno
+	}
+	return h.Read(ctx, dest, off)
+}
+
+func (n *node) Lseek(ctx context.Context, _ gofs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	h, errno := n.reader()
+	if errno != 0 {
+		return 0, errno
+	}
+	return h.Lseek(ctx, off, whence)
+}
+
+// Flush answers ENOSYS: nothing is ever written, and the kernel stops
+// sending FLUSH on close.
+func (n *node) Flush(context.Context, gofs.FileHandle) syscall.Errno { return syscall.ENOSYS }
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	out.Bsize = 4096
