@@ -129,19 +129,31 @@
 //     runs as root it raises the mount's readahead to 4 MiB through
 //     /sys/class/bdi (FUSE cannot ask for more than 128 KiB), so sequential
 //     reads arrive as 1 MiB requests, several at once (async reads). A
-//     handle that reads sequentially also gets cairn's own readahead: the
+//     file that is read sequentially also gets cairn's own readahead: the
 //     blocks after the read are decoded (hash check, decompression,
 //     decryption) by a pool of workers, in parallel and ahead of the
-//     reader, into the block cache. Replies are handed to the kernel
-//     straight from the cache, holes from a shared zero buffer, without
-//     copying.
+//     reader, into the block cache, at most twice as far ahead as the
+//     sequential run has read. Replies are handed to the kernel straight
+//     from the cache, holes from a shared zero buffer, without copying.
+//   - Files are read without OPEN, FLUSH and RELEASE requests: the first
+//     OPEN and FLUSH answer ENOSYS, after which the kernel opens files
+//     without asking and keeps their pages across opens (FUSE no-open
+//     support). A file costs its READ requests only, which halves the
+//     round trips of cp -a; each file node keeps one reader, so concurrent
+//     sequential readers of one file share its readahead.
+//   - Guest file systems hint what they read next (vfs.Prefetcher): listing
+//     an ext directory queues the inode table blocks of its entries for the
+//     prefetch workers, so the stats that follow do not wait one by one.
 //   - Memory: decoded blocks are cached within --cache-size (256 MiB by
 //     default), spread over at most max(4, size/64 MiB) open disks; a disk
 //     read while that many others are open closes the least recently
 //     used one. A block's buffer is reused for another block once the
-//     cache has dropped it and the replies that hold it have been sent
-//     (up to 32 MiB of idle buffers are kept), so a long read does not
-//     allocate fresh memory per block. Block tables add up to 8 MiB per open disk. What is
+//     cache has dropped it and the replies that hold it have been sent, so
+//     a long read does not allocate fresh memory per block; buffers come
+//     from 4 MiB slabs mapped with their pages populated and are never
+//     unmapped (their number is bounded by the most in use at once). At
+//     start the daemon populates 32 MiB of Go heap for the first requests
+//     (cli/runtime.go). Block tables add up to 8 MiB per open disk. What is
 //     inside the disks (partition tables, volumes, opened guest file
 //     systems and their caches) is kept for the 8 restore points browsed
 //     most recently, and guest directory listings for up to 262,144
