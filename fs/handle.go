@@ -6,25 +6,19 @@ import (
 	"io"
 	"syscall"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/cairn-backup/cairn/fs/tree"
 )
 
-// handle is an open file of the mount: disk and partition images, guest
+// handle reads a file of the mount: disk and partition images, guest
 // files, vm.json. Bytes come from the tree handle; it only translates.
+// Each file node keeps one (node.reader): the kernel opens files without
+// asking the daemon (see node.Open).
 type handle struct {
 	h tree.Handle
 	n *node
 }
-
-var (
-	_ gofs.FileReader   = (*handle)(nil)
-	_ gofs.FileReleaser = (*handle)(nil)
-	_ gofs.FileLseeker  = (*handle)(nil)
-	_ gofs.FileWriter   = (*handle)(nil)
-)
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if sr, ok := h.h.(tree.SliceReader); ok {
@@ -56,12 +50,6 @@ func (h *handle) readError(err error, off int64) syscall.Errno {
 	}
 	return toErrno(err)
 }
-
-func (h *handle) Write(context.Context, []byte, int64) (uint32, syscall.Errno) {
-	return 0, syscall.EROFS
-}
-
-func (h *handle) Release(ctx context.Context) syscall.Errno { return toErrno(h.h.Close()) }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the block tables, so that
 // qemu-img, cp --sparse and friends skip the holes of a disk without
