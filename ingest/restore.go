@@ -315,7 +315,7 @@ func (t *targetFile) rawTarget() rawTarget {
 		name = t.tmp
 	}
 	t.direct = directio.OpenWriter(name)
-	return rawTarget{f: t.f, direct: t.direct, off: new(atomic.Bool)}
+	return rawTarget{f: t.f, direct: t.direct, noDirect: new(atomic.Bool)}
 }
 
 func (t *targetFile) prepareRaw(size int64) error {

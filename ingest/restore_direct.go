@@ -21,13 +21,13 @@ import (
 // disk size that is not a multiple of the page) and file systems that
 // refuse O_DIRECT use the ordinary handle; the final fsync covers both.
 type rawTarget struct {
-	f      *os.File
-	direct *os.File // nil: no direct I/O
-	off    *atomic.Bool
+	f        *os.File
+	direct   *os.File     // nil: no direct I/O
+	noDirect *atomic.Bool // the file system refused a direct write
 }
 
 func (t rawTarget) writeAt(off int64, data []byte) error {
-	if t.direct != nil && !t.off.Load() && off%directio.Align == 0 && directio.Aligned(data) {
+	if t.direct != nil && !t.noDirect.Load() && off%directio.Align == 0 && directio.Aligned(data) {
 		n := len(data) &^ (directio.Align - 1)
 		if n > 0 {
 			_, err := t.direct.WriteAt(data[:n], off)
@@ -35,7 +35,7 @@ func (t rawTarget) writeAt(off int64, data []byte) error {
 			case err == nil:
 				off, data = off+int64(n), data[n:]
 			case directio.Unsupported(err):
-				t.off.Store(true) // the file system takes no direct I/O after all
+				t.noDirect.Store(true) // the file system takes no direct I/O after all
 			default:
 				return fmt.Errorf("write %s at %d: %w", t.f.Name(), off, err)
 			}

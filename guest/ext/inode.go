@@ -74,16 +74,23 @@ func (f *FS) prefetchInodes(entries []vfs.DirEntry) {
 	}
 	blocks := make([]uint64, 0, len(entries))
 	isz := uint64(f.sb.inodeSize)
+	tables := map[uint64]uint64{} // block group -> its inode table; 0: unreadable
 	for _, e := range entries {
 		if e.Ino < 1 || e.Ino > uint64(f.sb.inodesCount) {
 			continue
 		}
 		g := (e.Ino - 1) / uint64(f.sb.inodesPerGroup)
-		gd, err := f.group(g)
-		if err != nil {
+		table, ok := tables[g]
+		if !ok {
+			if gd, err := f.group(g); err == nil {
+				table = gd.inodeTable
+			}
+			tables[g] = table
+		}
+		if table == 0 {
 			continue // the stat that follows reports it
 		}
-		b := gd.inodeTable + ((e.Ino-1)%uint64(f.sb.inodesPerGroup))*isz/f.sb.blockSize
+		b := table + ((e.Ino-1)%uint64(f.sb.inodesPerGroup))*isz/f.sb.blockSize
 		if _, ok := f.dev.cache.get(b); !ok {
 			blocks = append(blocks, b)
 		}
