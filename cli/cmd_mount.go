@@ -79,6 +79,7 @@ func runMount(c *ucli.Context) error {
 	return withRepo(c, repo.Shared, func(r *repo.Repository) error {
 		logger := log.New(c.App.ErrWriter, "cairn mount: ", log.LstdFlags)
 		warmHeap()
+		r.WarmDecodeBuffers(decodeWarm)
 		srv, err := fs.Mount(mp, r, fs.Options{
 			AllowOther: c.Bool("allow-other"), CacheBytes: cache, Logger: logger, Debug: c.Bool("debug-fuse"),
 		})

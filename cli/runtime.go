@@ -35,6 +35,11 @@ var extraProc sync.Once
 const (
 	heapReserve = 64 << 20 // raises the GC goal; never touched, costs no memory
 	heapWarm    = 32 << 20 // populated up front, then freed for reuse
+	// decodeWarm is how much memory for decoded blocks the mount daemon
+	// touches before serving: a first ls -l of 5000 guest files decodes
+	// about 8 MiB of inode tables. Touching it up front took the first
+	// listing from 140-170 ms to 100-130 ms; it costs 60 ms at start.
+	decodeWarm = 16 << 20
 )
 
 var heapBallast []byte

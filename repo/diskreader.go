@@ -98,6 +98,28 @@ func (p *blockBufs) get() []byte {
 	return b
 }
 
+// WarmDecodeBuffers prepares n bytes of buffers for decoding blocks of
+// the repository's block size, touching every page now. On a virtual
+// machine the first write to a page of fresh memory costs 10-20 µs even
+// when the kernel populated it (3.5 ms per MiB here), and a mount daemon's
+// first listing of a big guest directory decodes megabytes of inode
+// tables: paying for those pages before serving keeps that cost out of
+// the first requests. The buffers join the free list and are reused first.
+func (r *Repository) WarmDecodeBuffers(n int64) {
+	p := blockBufsFor(r.cfg.BlockSize)
+	var bufs [][]byte
+	for got := int64(0); got < n; got += int64(p.size) {
+		b := p.get()[:p.size]
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 0
+		}
+		bufs = append(bufs, b)
+	}
+	for _, b := range bufs {
+		p.put(b)
+	}
+}
+
 func (p *blockBufs) put(b []byte) {
 	if cap(b) < p.size {
 		return

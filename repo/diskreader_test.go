@@ -145,3 +145,41 @@ func BenchmarkDiskReadAt(b *testing.B) {
 		}
 	}
 }
+
+// TestWarmDecodeBuffers: warmed buffers join the free list at full block
+// size, and the next decode of a block uses one of them.
+func TestWarmDecodeBuffers(t *testing.T) {
+	r, p, img := recycleImage(t)
+	// A pool of its own: other tests' released buffers are not warmed ones.
+	blockBufPools.Delete(r.Config().BlockSize)
+	defer blockBufPools.Delete(r.Config().BlockSize)
+	r.WarmDecodeBuffers(4 * int64(r.Config().BlockSize))
+	pool := blockBufsFor(r.Config().BlockSize)
+	pool.mu.Lock()
+	warmed := map[*byte]bool{}
+	for _, b := range pool.free {
+		if cap(b) != pool.size {
+			t.Errorf("warmed buffer of capacity %d, want %d", cap(b), pool.size)
+		}
+		warmed[&b[:1][0]] = true
+	}
+	pool.mu.Unlock()
+	if len(warmed) != 4 {
+		t.Fatalf("%d distinct warmed buffers on the free list, want 4", len(warmed))
+	}
+	dr, err := r.OpenDisk(p, "vda", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, err := dr.AcquireBlock(5)
+	if err != nil || blk == nil {
+		t.Fatalf("block 5: %v", err)
+	}
+	defer blk.Release()
+	if !bytes.Equal(blk.Data, img[5*testBlockSize:6*testBlockSize]) {
+		t.Fatal("block 5: wrong bytes")
+	}
+	if !warmed[&blk.Data[:1][0]] {
+		t.Error("the decode did not use a warmed buffer")
+	}
+}
