@@ -27,6 +27,9 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		if err != nil {
 			return nil, h.readError(err, off)
 		}
+		if s.DropLen > 0 {
+			h.n.dropCached(s.DropOff, s.DropLen)
+		}
 		return &slicesResult{s}, 0
 	}
 	n, err := h.h.ReadAt(dest, off)

@@ -25,6 +25,10 @@ type node struct {
 
 	hmu sync.Mutex
 	h   *handle // a file's reader, opened on first read (see Open)
+
+	dmu              sync.Mutex
+	dropOff, dropLen int64 // a range for dropCached to send
+	dropping         bool  // its goroutine runs
 }
 
 var (
@@ -275,6 +279,43 @@ func (n *node) Lseek(ctx context.Context, _ gofs.FileHandle, off uint64, whence 
 		return 0, errno
 	}
 	return h.Lseek(ctx, off, whence)
+}
+
+// dropCached asks the kernel to drop its cached pages of [off, off+n) of
+// this file. The notification is sent from its own goroutine, never from
+// the READ that asked for it: the kernel may wait for pages that read is
+// filling. One goroutine per file at a time; ranges asked for meanwhile
+// are merged and sent next.
+func (n *node) dropCached(off, size int64) {
+	n.dmu.Lock()
+	defer n.dmu.Unlock()
+	if n.dropLen > 0 {
+		end := max(n.dropOff+n.dropLen, off+size)
+		n.dropOff = min(n.dropOff, off)
+		n.dropLen = end - n.dropOff
+	} else {
+		n.dropOff, n.dropLen = off, size
+	}
+	if n.dropping {
+		return
+	}
+	n.dropping = true
+	go func() {
+		for {
+			n.dmu.Lock()
+			off, size := n.dropOff, n.dropLen
+			n.dropLen = 0
+			if size == 0 {
+				n.dropping = false
+				n.dmu.Unlock()
+				return
+			}
+			n.dmu.Unlock()
+			if errno := n.NotifyContent(off, size); errno != 0 && errno != syscall.ENOENT {
+				n.log.Printf("dropping cached pages at %d+%d: %v", off, size, errno)
+			}
+		}
+	}()
 }
 
 // Flush answers ENOSYS: nothing is ever written, and the kernel stops

@@ -1,6 +1,8 @@
 package tree
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -50,4 +52,61 @@ func sourceOf(h *diskHandle, t *testing.T) *source {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestDropBehind: a long run of 1 MiB reads hands back, in order and
+// without gaps, the ranges it has left more than dropLag behind; a reader
+// jumping around (random reads) hands back none.
+func TestDropBehind(t *testing.T) {
+	f := newFixture(t)
+	const size = 160 << 20
+	path := filepath.Join(f.dir, "big.raw")
+	img := make([]byte, 0, 8<<20)
+	for i := 0; i < 8<<20; i++ {
+		img = append(img, byte(i*7+i>>11))
+	}
+	if err := os.WriteFile(path, img, 0o600); err != nil { // data first, the rest a hole
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
+	}
+	p := f.backup(t, "vm", [2]string{"vda", path})
+	tr := f.tree(Options{CacheBytes: 256 << 20})
+	d := &p.Disks[0]
+
+	seq := tr.newHandle(p, d, 0, d.Size)
+	var dropped int64 // the ranges so far cover [0, dropped)
+	for off := int64(0); off < size; off += 1 << 20 {
+		s, err := seq.ReadSlices(off, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.DropLen > 0 {
+			if s.DropOff != dropped {
+				t.Fatalf("read at %d MiB: drop from %d, want %d (ranges in order, no gaps)", off>>20, s.DropOff, dropped)
+			}
+			if end := s.DropOff + s.DropLen; end > off+(1<<20)-dropLag {
+				t.Fatalf("read at %d MiB: drops up to %d MiB, less than %d MiB behind", off>>20, end>>20, dropLag>>20)
+			}
+			dropped += s.DropLen
+		}
+		s.Release()
+	}
+	if want := int64(size - dropLag - dropStep); dropped < want {
+		t.Errorf("160 MiB read in order: %d MiB left to drop, want at least %d", dropped>>20, want>>20)
+	}
+
+	rnd := tr.newHandle(p, d, 0, d.Size)
+	for i := int64(0); i < 160; i++ {
+		off := (i * 37 % 160) << 20
+		s, err := rnd.ReadSlices(off, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.DropLen > 0 {
+			t.Fatalf("random read %d at %d MiB: asked to drop %d+%d", i, off>>20, s.DropOff, s.DropLen)
+		}
+		s.Release()
+	}
 }

@@ -81,6 +81,10 @@ const (
 	// seqSmallHop is how far ahead a small read may start and still count
 	// as sequential.
 	seqSmallHop = 1 << 20
+	// dropLag is how much of what a sequential reader read last stays
+	// cached; dropStep is the least it drops at once.
+	dropLag  = 64 << 20
+	dropStep = 16 << 20
 )
 
 func newSourcePool(r *repo.Repository, budget int64, workers int) *sourcePool {
@@ -234,6 +238,7 @@ type diskHandle struct {
 	window int64 // readahead, in blocks (0: not sequential)
 	hwm    int64 // blocks below this were queued for prefetch already
 	run    int64 // bytes read by the current sequential run
+	kept   int64 // the run's bytes from here on are still cached
 }
 
 func (t *Tree) newHandle(p *repo.RestorePoint, d *repo.Disk, base, size int64) *diskHandle {
@@ -290,6 +295,7 @@ func (h *diskHandle) ReadSlices(off int64, n int) (*Slices, error) {
 	first, last := abs/src.bs, (abs+int64(n)-1)/src.bs
 	h.readahead(src, off, n, first, last)
 	s := &Slices{Vec: make([][]byte, 0, last-first+1), N: n}
+	s.DropOff, s.DropLen = h.dropBehind(src)
 	zeroRun := 0 // bytes of zeros not yet in s.Vec
 	flushZeros := func() {
 		for zeroRun > 0 {
@@ -359,7 +365,7 @@ func (h *diskHandle) readahead(src *source, off int64, n int, first, last int64)
 		grow := min(max(2*h.window, minWindow/src.bs), h.maxWindow(src))
 		h.window = max(1, min(grow, 2*h.run/src.bs))
 	} else { // a jump: no readahead, but the read's own blocks in parallel
-		h.window, h.next, h.hwm, h.run = 0, off+int64(n), first+1, int64(n)
+		h.window, h.next, h.hwm, h.run, h.kept = 0, off+int64(n), first+1, int64(n), off
 	}
 	from := max(h.hwm, first+1) // the reader loads the first block itself
 	to := min(last+1+h.window, endBlock)
@@ -368,6 +374,34 @@ func (h *diskHandle) readahead(src *source, off int64, n int, first, last int64)
 	if from < to {
 		h.t.disks.prefetch(src, from, to)
 	}
+}
+
+// dropBehind returns the range a long sequential run has left more than
+// dropLag behind, in steps of at least dropStep, and drops the pack pages
+// of its blocks. Streaming a disk image (dd, cat, qemu-img convert) reads
+// every byte once: keeping all of it in the page cache, the image's pages
+// and the packs' pages, gains nothing, evicts what the host had cached,
+// and makes each next read take fresh memory. On a virtual machine whose
+// host reclaims the guest's free memory, fresh memory costs a host fault
+// per page: reading an 8 GiB image with the pages 64 MiB behind dropped
+// ran at 6.7-7.2 GB/s, keeping them at 0.26-0.35 GB/s. Random reads and
+// short runs keep everything.
+func (h *diskHandle) dropBehind(src *source) (off, n int64) {
+	h.mu.Lock()
+	if h.window == 0 || h.next-h.kept < dropLag+dropStep {
+		h.mu.Unlock()
+		return 0, 0
+	}
+	off, n = h.kept, h.next-dropLag-h.kept
+	h.kept += n
+	h.mu.Unlock()
+	// Pack pages of the blocks wholly inside the range.
+	first := (h.base + off + src.bs - 1) / src.bs
+	last := (h.base + off + n) / src.bs
+	if last > first {
+		src.dr.DropCached(first, last-first)
+	}
+	return off, n
 }
 
 // Prefetch queues the blocks of [off, off+n) for loading in the

@@ -434,9 +434,13 @@ type SliceReader interface {
 // Slices are bytes of a disk as read-only views of cached blocks and of a
 // shared zero buffer, valid until Release.
 type Slices struct {
-	Vec    [][]byte
-	N      int // bytes in Vec
-	blocks []*repo.Block
+	Vec [][]byte
+	N   int // bytes in Vec
+	// DropOff and DropLen, when DropLen > 0, are a range of the file that
+	// a long sequential reader has left behind: the kernel's cached pages
+	// of it may be dropped (see diskHandle.dropBehind).
+	DropOff, DropLen int64
+	blocks           []*repo.Block
 }
 
 // Release gives the blocks back; Vec must not be used after.
