@@ -135,6 +135,15 @@
 //     reader, into the block cache, at most twice as far ahead as the
 //     sequential run has read. Replies are handed to the kernel straight
 //     from the cache, holes from a shared zero buffer, without copying.
+//   - A long sequential run (dd, cat, qemu-img convert of a disk image)
+//     does not keep what it read: once a run has read more than 80 MiB,
+//     the daemon has the kernel drop the file's cached pages more than
+//     64 MiB behind the reader (FUSE_NOTIFY_INVAL_INODE, from a goroutine
+//     of its own) and drops the pack pages of those blocks (fadvise).
+//     Streaming an image then neither evicts the host's page cache nor
+//     takes fresh memory for every page it reads, which on a virtual
+//     machine whose host reclaims free guest memory cost more than the
+//     reading itself. Random reads and short runs keep their pages.
 //   - Files are read without OPEN, FLUSH and RELEASE requests: the first
 //     OPEN and FLUSH answer ENOSYS, after which the kernel opens files
 //     without asking and keeps their pages across opens (FUSE no-open
@@ -152,8 +161,8 @@
 //     a long read does not allocate fresh memory per block; buffers come
 //     from 4 MiB slabs mapped with their pages populated and are never
 //     unmapped (their number is bounded by the most in use at once). At
-//     start the daemon populates 32 MiB of Go heap for the first requests
-//     (cli/runtime.go). Block tables add up to 8 MiB per open disk. What is
+//     start the daemon populates 32 MiB of Go heap and touches 16 MiB of
+//     decode buffers for the first requests (cli/runtime.go). Block tables add up to 8 MiB per open disk. What is
 //     inside the disks (partition tables, volumes, opened guest file
 //     systems and their caches) is kept for the 8 restore points browsed
 //     most recently, and guest directory listings for up to 262,144
