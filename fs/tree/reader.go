@@ -186,6 +186,9 @@ func (p *sourcePool) prefetch(s *source, from, to int64) {
 		return
 	}
 	for b := from; b < to; b++ {
+		if e, err := s.dr.Entry(b); err == nil && e.IsZero() {
+			continue // a hole: nothing to load
+		}
 		s.mu.Lock()
 		if s.inflight[b] != nil {
 			s.mu.Unlock()
