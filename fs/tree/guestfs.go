@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -44,6 +43,7 @@ type fsVol struct {
 	t         *Tree
 	p         *repo.RestorePoint
 	disk, key string // key: volKey of the volume
+	seed      uint64 // inode("guest", point, disk, key): see ino
 }
 
 func (g *fsVol) fs() (vfs.FS, error) {
@@ -54,9 +54,19 @@ func (g *fsVol) fs() (vfs.FS, error) {
 	return v.FS()
 }
 
-// ino is the tree inode number of guest inode n.
+// ino is the tree inode number of guest inode n: the volume's seed and n
+// mixed by a bijection of 64-bit numbers, so distinct guest inodes of one
+// volume never share a number, and a listing of 5000 entries does not
+// hash 5000 strings (it did, with SHA-256, on the first ls -l's path).
 func (g *fsVol) ino(n uint64) uint64 {
-	return inode("guest", g.p.ID, g.disk, g.key, strconv.FormatUint(n, 10))
+	x := g.seed + n*0x9e3779b97f4a7c15 // splitmix64's step and finalizer
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	x ^= x >> 31
+	if x <= RootIno || x == ^uint64(0) { // reserved by FUSE
+		x = 2 + x%1000
+	}
+	return x
 }
 
 // fail wraps err with where it happened and logs it, unless it is a plain
@@ -73,7 +83,9 @@ func (g *fsVol) fail(path string, err error) error {
 // fsDir returns the root directory of volume v's file system, named name
 // in its parent.
 func (t *Tree) fsDir(p *repo.RestorePoint, disk string, v *guest.Volume, name string) Node {
-	return &fsRoot{g: &fsVol{t: t, p: p, disk: disk, key: volKey(v)}, dirName: name}
+	key := volKey(v)
+	g := &fsVol{t: t, p: p, disk: disk, key: key, seed: inode("guest", p.ID, disk, key)}
+	return &fsRoot{g: g, dirName: name}
 }
 
 // fsRoot is the root directory of a guest file system. Its attributes are
