@@ -10,9 +10,10 @@ import (
 
 // Dropping pack pages from the page cache once read.
 //
-// A reader that streams a whole disk (restore, a sequential read through
-// the mount) reads every pack byte once and verifies it into its own
-// buffers; the page cache gains nothing by keeping those bytes. Keeping
+// A reader that streams a disk (a long sequential read through the mount)
+// reads every pack byte once and verifies it into its own buffers; the
+// page cache gains nothing by keeping those bytes. (Restore does not call
+// it: measured, it made no difference there.) Keeping
 // them costs: each cached page is a page the kernel must find fresh for
 // the next read, and on a virtual machine whose host reclaims free guest
 // memory a fresh page costs a host fault on first touch. Measured here,
