@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairn-backup/cairn/fs/testimg"
 )
 
 // TestStreamingReadDropsBehind: reading a 256 MiB disk image from start to
@@ -20,12 +22,7 @@ import (
 // kernel drop what a long sequential reader left far behind.
 func TestStreamingReadDropsBehind(t *testing.T) {
 	requireFUSE(t)
-	if _, err := exec.LookPath("fincore"); err != nil {
-		if os.Getenv("CAIRN_REQUIRE_TOOLS") != "" {
-			t.Fatal("fincore (util-linux) is missing")
-		}
-		t.Skip("fincore (util-linux) is missing")
-	}
+	fincore := testimg.RequireTool(t, "fincore")
 	const size, data = 256 << 20, 128 << 20
 	dir := t.TempDir()
 	img := filepath.Join(dir, "big.raw")
@@ -65,7 +62,7 @@ func TestStreamingReadDropsBehind(t *testing.T) {
 	// ahead stay; without dropping, all 256 MiB would.
 	const bound = 144 << 20
 	eventually(t, 5*time.Second, func() error {
-		out, err := exec.Command("fincore", "--bytes", "--noheadings", "--output", "RES", vda).CombinedOutput()
+		out, err := exec.Command(fincore, "--bytes", "--noheadings", "--output", "RES", vda).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("fincore %s: %v: %s", vda, err, out)
 		}
