@@ -363,8 +363,8 @@ func indexState(t testing.TB, r *Repository) (map[PackID]packRecord, map[ID]pack
 }
 
 // assertIndexMatchesPacks checks that the index knows exactly the packs on
-// disk and that every blob record points into one of them, at an entry of
-// its trailer.
+// disk, that every blob record points into one of them, at an entry of its
+// trailer, and that every blob of a trailer has a record.
 func assertIndexMatchesPacks(t testing.TB, r *Repository) {
 	t.Helper()
 	disk, err := r.packsOnDisk()
@@ -394,6 +394,9 @@ func assertIndexMatchesPacks(t testing.TB, r *Repository) {
 		m := make(map[uint32]packEntry)
 		for _, e := range entries {
 			m[e.Offset] = e
+			if _, ok := blobs[e.ID]; !ok {
+				t.Errorf("blob %s of pack %s has no index record", e.ID.Short(), id)
+			}
 		}
 		trailers[id] = m
 	}

@@ -51,7 +51,7 @@ func openIndex(dir string, readOnly bool) (*index, error) {
 	opts := badger.DefaultOptions(dir).
 		WithLogger(nil).
 		WithReadOnly(readOnly).
-		WithMemTableSize(8 << 20).
+		WithMemTableSize(memTableSize(readOnly)).
 		WithNumMemtables(2).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(4 << 20).
@@ -262,22 +262,37 @@ func (ix *index) forEachBlob(fn func(packEntry) error) error {
 	})
 }
 
-// addPack records a pack and its blobs in one batch.
-func (ix *index) addPack(id PackID, entries []packEntry, size int64) error {
-	wb := ix.db.NewWriteBatch()
-	defer wb.Cancel()
+// packBatch records packs and their blobs in one badger write batch: a
+// merge of many packs costs one commit, not one per pack.
+type packBatch struct{ wb *badger.WriteBatch }
+
+func (ix *index) newPackBatch() *packBatch { return &packBatch{wb: ix.db.NewWriteBatch()} }
+
+// add queues the records of one pack.
+func (b *packBatch) add(id PackID, entries []packEntry, size int64) error {
 	for _, e := range entries {
-		if err := wb.Set(blobKey(e.ID), encodeIndexValue(e)); err != nil {
+		if err := b.wb.Set(blobKey(e.ID), encodeIndexValue(e)); err != nil {
 			return err
 		}
 	}
 	v := make([]byte, 12)
 	binary.LittleEndian.PutUint64(v, uint64(size))
 	binary.LittleEndian.PutUint32(v[8:], uint32(len(entries)))
-	if err := wb.Set(packKey(id), v); err != nil {
+	return b.wb.Set(packKey(id), v)
+}
+
+// flush commits everything queued; cancel drops what is not committed.
+func (b *packBatch) flush() error { return b.wb.Flush() }
+func (b *packBatch) cancel()      { b.wb.Cancel() }
+
+// addPack records one pack and its blobs.
+func (ix *index) addPack(id PackID, entries []packEntry, size int64) error {
+	b := ix.newPackBatch()
+	defer b.cancel()
+	if err := b.add(id, entries, size); err != nil {
 		return err
 	}
-	return wb.Flush()
+	return b.flush()
 }
 
 // removePacks drops the records of packs and of every blob whose record
@@ -317,3 +332,16 @@ func (ix *index) removePacks(gone map[PackID]bool, replace func(ID) (packEntry, 
 }
 
 func isBusy(err error) bool { return errors.Is(err, errIndexBusy) }
+
+// memTableSize: a writer's memtable holds the records of a few GiB of new
+// data (about 100 bytes per 64 KiB block), so merging one backup's packs
+// neither fills it midway nor stalls on a flush; the whole arena is cleared
+// at every open, so a larger one costs more than it saves (merge of a
+// 3.4 GB first backup: 8 MiB 0.33-0.47 s, 16 MiB 0.29-0.31 s, 64 MiB
+// 0.35-0.47 s). Readers never write.
+func memTableSize(readOnly bool) int64 {
+	if readOnly {
+		return 8 << 20
+	}
+	return 16 << 20
+}

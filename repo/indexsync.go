@@ -66,32 +66,41 @@ type SyncReport struct {
 // syncIndex makes a writable index agree with the packs on disk: packs
 // written by backups that could not merge (or that were killed) are added,
 // records of packs that no longer exist are dropped.
-func (r *Repository) syncIndex(ix *index) (SyncReport, error) {
+// Packs in known (written by this process) are recorded from memory
+// instead of reading their trailers back.
+func (r *Repository) syncIndex(ix *index, known map[PackID]packFacts) (SyncReport, error) {
 	var rep SyncReport
 	disk, err := r.packsOnDisk()
 	if err != nil {
 		return rep, err
 	}
-	known, err := ix.packs()
+	indexed, err := ix.packs()
 	if err != nil {
 		return rep, err
 	}
+	batch := ix.newPackBatch()
+	defer batch.cancel()
 	for id := range disk {
-		if _, ok := known[id]; ok {
+		if _, ok := indexed[id]; ok {
 			continue
 		}
-		entries, size, err := r.loadTrailer(id)
-		if err != nil {
-			rep.Damaged = append(rep.Damaged, err)
-			continue
+		f, ok := known[id]
+		if !ok {
+			if f.entries, f.size, err = r.loadTrailer(id); err != nil {
+				rep.Damaged = append(rep.Damaged, err)
+				continue
+			}
 		}
-		if err := ix.addPack(id, entries, size); err != nil {
+		if err := batch.add(id, f.entries, f.size); err != nil {
 			return rep, err
 		}
 		rep.Added++
 	}
+	if err := batch.flush(); err != nil {
+		return rep, err
+	}
 	gone := make(map[PackID]bool)
-	for id := range known {
+	for id := range indexed {
 		if _, ok := disk[id]; !ok {
 			gone[id] = true
 		}
@@ -107,7 +116,10 @@ func (r *Repository) syncIndex(ix *index) (SyncReport, error) {
 
 // MergeIndex merges packs that are not yet in the index, if the index can
 // be opened for writing right now. It reports whether it could.
-func (r *Repository) MergeIndex() (bool, SyncReport, error) {
+func (r *Repository) MergeIndex() (bool, SyncReport, error) { return r.mergeIndex(nil) }
+
+// mergeIndex is MergeIndex with the facts of packs this process wrote.
+func (r *Repository) mergeIndex(known map[PackID]packFacts) (bool, SyncReport, error) {
 	ix, err := openIndex(r.indexDir(), false)
 	if err != nil {
 		if isBusy(err) {
@@ -115,7 +127,7 @@ func (r *Repository) MergeIndex() (bool, SyncReport, error) {
 		}
 		return false, SyncReport{}, err
 	}
-	rep, err := r.syncIndex(ix)
+	rep, err := r.syncIndex(ix, known)
 	if cerr := ix.close(); err == nil {
 		err = cerr
 	}

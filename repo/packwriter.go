@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,6 +33,14 @@ type packWriter struct {
 	noDirect atomic.Bool   // the file system refused a direct write
 	errMu    sync.Mutex
 	err      error
+	doneMu   sync.Mutex
+	done     map[PackID]packFacts // durable packs, for the index merge
+}
+
+// packFacts is what the index records of a pack: its blobs and size.
+type packFacts struct {
+	entries []packEntry
+	size    int64
 }
 
 // packChunk is the size of the buffers a pack is assembled and written in,
@@ -237,7 +246,23 @@ func (w *packWriter) finishPack(p *openPack) error {
 	if err := os.Rename(tmp, dst); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(dst))
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return err
+	}
+	w.doneMu.Lock()
+	if w.done == nil {
+		w.done = make(map[PackID]packFacts)
+	}
+	w.done[p.id] = packFacts{entries: p.entries, size: p.size}
+	w.doneMu.Unlock()
+	return nil
+}
+
+// durable returns the packs this writer has made durable so far.
+func (w *packWriter) durable() map[PackID]packFacts {
+	w.doneMu.Lock()
+	defer w.doneMu.Unlock()
+	return maps.Clone(w.done)
 }
 
 // flush finishes the open pack and waits until every pack is durable.

@@ -48,7 +48,7 @@ func (r *Repository) Prune(o PruneOptions) (*PruneReport, error) {
 		return nil, fmt.Errorf("open index: %w", err)
 	}
 	defer ix.close()
-	if _, err := r.syncIndex(ix); err != nil {
+	if _, err := r.syncIndex(ix, nil); err != nil {
 		return nil, err
 	}
 	use, err := r.packUsage()
@@ -108,7 +108,7 @@ func (r *Repository) Prune(o PruneOptions) (*PruneReport, error) {
 	}
 	// Forget the doomed packs in the index first (their blobs may survive
 	// elsewhere: the new packs, or duplicates), then delete them.
-	if _, err := r.syncIndex(ix); err != nil {
+	if _, err := r.syncIndex(ix, nil); err != nil {
 		return nil, err
 	}
 	alt, err := r.survivingCopies(del, use)

@@ -22,7 +22,7 @@ func (r *Repository) RepairIndex() (SyncReport, error) {
 	if err != nil {
 		return SyncReport{}, err
 	}
-	rep, err := r.syncIndex(ix)
+	rep, err := r.syncIndex(ix, nil)
 	if cerr := ix.close(); err == nil {
 		err = cerr
 	}

@@ -241,7 +241,7 @@ func (s *Session) Commit(p *RestorePoint) error {
 		return fmt.Errorf("write restore point: %w", err)
 	}
 	// Best effort: merge our packs now; otherwise the next writer does.
-	_, _, _ = s.r.MergeIndex()
+	_, _, _ = s.r.mergeIndex(s.pw.durable())
 	return nil
 }
 

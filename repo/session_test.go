@@ -477,3 +477,28 @@ func TestConcurrentSessions(t *testing.T) {
 		}
 	}
 }
+
+// TestCommitMergesFromMemory: the merge at commit records the session's own
+// packs from what it wrote, without reading their trailers back, and gives
+// the same index as reading them: every blob at its place, every pack at its
+// size, a blob stored in a table pack as well as data blobs.
+func TestCommitMergesFromMemory(t *testing.T) {
+	r := newTestRepo(t, true)
+	img := imageFromSeeds(seedRange(900, 300), 0) // several 1 MiB packs
+	p := commitPoint(t, r, "vm", diskImage{name: "vda", img: img})
+	if n := len(packIDs(t, r)); n < 2 {
+		t.Fatalf("want at least 2 packs, got %d", n)
+	}
+	assertIndexMatchesPacks(t, r)
+	_, blobs := indexState(t, r)
+	for id := range blobsOf(r, img) {
+		if e, ok := blobs[id]; !ok || e.Type != BlobData {
+			t.Fatalf("blob %s: index record %+v, %v", id.Short(), e, ok)
+		}
+	}
+	for _, tr := range p.Disks[0].Tables {
+		if e, ok := blobs[tr.ID]; !ok || e.Type != BlobTable || e.Pack != tr.Pack || e.Offset != tr.Offset {
+			t.Fatalf("table %d: index record %+v, %v; want pack %s offset %d", tr.Index, e, ok, tr.Pack, tr.Offset)
+		}
+	}
+}
