@@ -13,11 +13,12 @@ import (
 // SEEK_DATA/SEEK_HOLE where the file system supports them.
 type rawFile struct {
 	f    *os.File
+	rd   *cacheSparing
 	size int64
 }
 
 func (r *rawFile) ReadAt(p []byte, off int64) (int, error) {
-	n, err := r.f.ReadAt(p, off)
+	n, err := r.rd.ReadAt(p, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return n, fmt.Errorf("read %s at %d: %w", r.f.Name(), off, err)
 	}
@@ -58,6 +59,7 @@ func (r *rawFile) Extents(fn func(off, length int64) error) error {
 // blockDevice is a raw image on a block device: no hole information.
 type blockDevice struct {
 	f    *os.File
+	rd   *cacheSparing
 	size int64
 }
 
@@ -67,10 +69,10 @@ func openBlockDevice(f *os.File) (Source, error) {
 		f.Close()
 		return nil, fmt.Errorf("block device %s: size: %w", f.Name(), err)
 	}
-	return &blockDevice{f: f, size: size}, nil
+	return &blockDevice{f: f, rd: newCacheSparing(f), size: size}, nil
 }
 
-func (b *blockDevice) ReadAt(p []byte, off int64) (int, error) { return b.f.ReadAt(p, off) }
+func (b *blockDevice) ReadAt(p []byte, off int64) (int, error) { return b.rd.ReadAt(p, off) }
 func (b *blockDevice) Size() int64                             { return b.size }
 func (b *blockDevice) Format() string                          { return "block device" }
 func (b *blockDevice) Close() error                            { return b.f.Close() }

@@ -55,7 +55,7 @@ func Open(path string) (Source, error) {
 		}
 		return qcowSource{img}, nil
 	}
-	return &rawFile{f: f, size: st.Size()}, nil
+	return &rawFile{f: f, rd: newCacheSparing(f), size: st.Size()}, nil
 }
 
 type qcowSource struct{ *qcow2.Image }

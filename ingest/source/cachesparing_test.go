@@ -1,0 +1,148 @@
+package source
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// cachedPages reports, for each page of f, whether it is in the page cache.
+func cachedPages(t *testing.T, f *os.File, size int) []bool {
+	t.Helper()
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	page := os.Getpagesize()
+	vec := make([]byte, (size+page-1)/page)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatal(e)
+	}
+	out := make([]bool, len(vec))
+	for i, v := range vec {
+		out[i] = v&1 != 0
+	}
+	return out
+}
+
+func countCached(c []bool) (n int) {
+	for _, v := range c {
+		if v {
+			n++
+		}
+	}
+	return n
+}
+
+// uncachedImage writes size random bytes to a file on a disk-backed file
+// system (the package directory: a tmpfs /tmp cannot drop pages) and drops
+// its pages from the page cache.
+func uncachedImage(t *testing.T, size int) (*os.File, []byte) {
+	t.Helper()
+	dir, err := os.MkdirTemp(".", "cachesparing-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	data := make([]byte, size)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	path := dir + "/disk.raw"
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if n := countCached(cachedPages(t, f, size)); n != 0 {
+		t.Fatalf("%d pages of the test image stay cached after POSIX_FADV_DONTNEED: this file system cannot drop pages", n)
+	}
+	return f, data
+}
+
+// TestCacheSparingDropsWhatItBroughtIn: reading a cold image through
+// cacheSparing returns its bytes and leaves none of them in the page cache,
+// while pages that were cached before the read stay cached.
+func TestCacheSparingDropsWhatItBroughtIn(t *testing.T) {
+	const size = 8 << 20
+	f, data := uncachedImage(t, size)
+	page := os.Getpagesize()
+
+	// Someone else reads the second MiB: those pages are theirs.
+	theirs := make([]byte, 1<<20)
+	if _, err := f.ReadAt(theirs, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	before := cachedPages(t, f, size)
+	for i := (1 << 20) / page; i < (2<<20)/page; i++ {
+		if !before[i] {
+			t.Fatalf("page %d not cached after reading it", i)
+		}
+	}
+
+	// Read everything in 1 MiB pieces, as the backup workers do, and one
+	// piece that straddles the cached MiB.
+	c := newCacheSparing(f)
+	got := make([]byte, size)
+	for off := 0; off < size; off += 1 << 20 {
+		if n, err := c.ReadAt(got[off:off+1<<20], int64(off)); err != nil || n != 1<<20 {
+			t.Fatalf("ReadAt(%d) = %d, %v", off, n, err)
+		}
+	}
+	straddle := make([]byte, 1<<20)
+	if n, err := c.ReadAt(straddle, 1<<19+1<<20); err != nil || n != len(straddle) {
+		t.Fatalf("straddling ReadAt = %d, %v", n, err)
+	}
+	if !bytes.Equal(got, data) || !bytes.Equal(straddle, data[1<<19+1<<20:1<<19+2<<20]) {
+		t.Fatal("cacheSparing returned other bytes than the file holds")
+	}
+
+	after := cachedPages(t, f, size)
+	for i, cached := range after {
+		inTheirs := i >= (1<<20)/page && i < (2<<20)/page
+		if inTheirs && !cached {
+			t.Errorf("page %d was cached before the backup read it and is gone", i)
+		}
+		if !inTheirs && cached {
+			t.Errorf("page %d, brought in by the backup, is still cached", i)
+		}
+	}
+}
+
+// TestCacheSparingEnd: at and past the end of the image, ReadAt behaves as
+// os.File.ReadAt does (short read with io.EOF), cached or not.
+func TestCacheSparingEnd(t *testing.T) {
+	const size = 1<<20 + 1000
+	f, data := uncachedImage(t, size)
+	c := newCacheSparing(f)
+	for _, warm := range []bool{false, true} {
+		buf := make([]byte, 1<<20)
+		n, err := c.ReadAt(buf, 1<<19)
+		if n != size-1<<19 || !errors.Is(err, io.EOF) || !bytes.Equal(buf[:n], data[1<<19:]) {
+			t.Fatalf("warm=%v: ReadAt across the end = %d, %v; want %d, EOF", warm, n, err, size-1<<19)
+		}
+		if n, err := c.ReadAt(buf, size); n != 0 || !errors.Is(err, io.EOF) {
+			t.Fatalf("warm=%v: ReadAt at the end = %d, %v; want 0, EOF", warm, n, err)
+		}
+		if _, err := f.ReadAt(make([]byte, size), 0); err != nil { // now all cached
+			t.Fatal(err)
+		}
+	}
+}
