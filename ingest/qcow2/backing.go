@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/cairn-backup/cairn/ingest/internal/pagecache"
 )
 
 // maxChainDepth is the maximum number of backing files below an image.
@@ -50,7 +52,7 @@ func (c *chain) openFile(path string) (*os.File, int64, error) {
 			return nil, 0, fmt.Errorf("%s: %w: backing file loop (the file already appears in the chain)", path, ErrBackingChain)
 		}
 	}
-	f, err := os.Open(path)
+	f, err := pagecache.Open(path) // readahead off before the header is read
 	if err != nil {
 		return nil, 0, err
 	}
@@ -105,7 +107,7 @@ func openBacking(parent, name, fmtName string, c *chain) (backingFile, error) {
 		}
 	}
 	if fmtName == "raw" {
-		return &rawFile{f: f, size: size}, nil
+		return &rawFile{f: f, data: pagecache.NewSparing(f), size: size}, nil
 	}
 	im, err := openQcow2(path, f, size, c)
 	if err != nil {
@@ -175,13 +177,14 @@ func probeFormat(f *os.File) (string, error) {
 // rawFile is a raw backing file. Its virtual size is its file size.
 type rawFile struct {
 	f    *os.File
+	data *pagecache.Sparing
 	size int64
 }
 
 func (r *rawFile) virtualSize() int64 { return r.size }
 
 func (r *rawFile) readAt(p []byte, off int64) error {
-	n, err := readFullAt(r.f, p, off)
+	n, err := readFullAt(r.data, p, off)
 	if err != nil {
 		return fmt.Errorf("raw backing file %s: read at %d: %w", r.f.Name(), off, err)
 	}

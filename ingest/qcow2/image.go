@@ -8,13 +8,16 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"github.com/cairn-backup/cairn/ingest/internal/pagecache"
 )
 
 // Image is an opened qcow2 image (read-only). Safe for concurrent ReadAt.
 type Image struct {
 	path     string
 	f        *os.File
-	fileSize int64 // size of the host file when it was opened
+	data     *pagecache.Sparing // f, for guest data: see pagecache
+	fileSize int64              // size of the host file when it was opened
 	hdr      *header
 
 	size        int64 // virtual disk size
@@ -132,6 +135,7 @@ func newImage(path string, f *os.File, fileSize int64) (*Image, error) {
 	im := &Image{
 		path:        path,
 		f:           f,
+		data:        pagecache.NewSparing(f),
 		fileSize:    fileSize,
 		hdr:         h,
 		size:        int64(h.size) &^ 511, // QEMU ignores a partial last sector

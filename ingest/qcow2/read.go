@@ -47,7 +47,7 @@ func (im *Image) readAt(p []byte, off int64) error {
 				return err
 			}
 		case runData:
-			n, err := readFullAt(im.f, dst, r.host)
+			n, err := readFullAt(im.data, dst, r.host)
 			if err != nil {
 				return fmt.Errorf("read data at host offset %#x: %w", r.host, err)
 			}

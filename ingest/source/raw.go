@@ -7,13 +7,15 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cairn-backup/cairn/ingest/internal/pagecache"
 )
 
 // rawFile is a raw image in a regular file. Holes are found with
 // SEEK_DATA/SEEK_HOLE where the file system supports them.
 type rawFile struct {
 	f    *os.File
-	rd   *cacheSparing
+	rd   *pagecache.Sparing
 	size int64
 }
 
@@ -59,7 +61,7 @@ func (r *rawFile) Extents(fn func(off, length int64) error) error {
 // blockDevice is a raw image on a block device: no hole information.
 type blockDevice struct {
 	f    *os.File
-	rd   *cacheSparing
+	rd   *pagecache.Sparing
 	size int64
 }
 
@@ -69,7 +71,7 @@ func openBlockDevice(f *os.File) (Source, error) {
 		f.Close()
 		return nil, fmt.Errorf("block device %s: size: %w", f.Name(), err)
 	}
-	return &blockDevice{f: f, rd: newCacheSparing(f), size: size}, nil
+	return &blockDevice{f: f, rd: pagecache.NewSparing(f), size: size}, nil
 }
 
 func (b *blockDevice) ReadAt(p []byte, off int64) (int, error) { return b.rd.ReadAt(p, off) }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/cairn-backup/cairn/ingest/internal/pagecache"
 	"github.com/cairn-backup/cairn/ingest/qcow2"
 )
 
@@ -27,7 +28,7 @@ type Source interface {
 
 // Open opens path, detecting qcow2 by its magic; anything else is raw.
 func Open(path string) (Source, error) {
-	f, err := os.Open(path)
+	f, err := pagecache.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("disk image %s does not exist", path)
@@ -55,7 +56,7 @@ func Open(path string) (Source, error) {
 		}
 		return qcowSource{img}, nil
 	}
-	return &rawFile{f: f, rd: newCacheSparing(f), size: st.Size()}, nil
+	return &rawFile{f: f, rd: pagecache.NewSparing(f), size: st.Size()}, nil
 }
 
 type qcowSource struct{ *qcow2.Image }

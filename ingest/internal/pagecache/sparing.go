@@ -1,4 +1,4 @@
-package source
+package pagecache
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cacheSparing reads a raw image (regular file or block device) without
+// Sparing reads a disk image (regular file or block device) without
 // leaving behind in the page cache what the backup alone brought in.
 //
 // A backup reads each byte of a disk once. Left in the page cache, a
@@ -20,26 +20,42 @@ import (
 //
 // What was cached before stays cached: each read first asks for cached
 // pages only (RWF_NOWAIT); only the remainder, read from the device, is
-// dropped (POSIX_FADV_DONTNEED) once copied out. Kernel readahead is off
-// for this file handle (POSIX_FADV_RANDOM, which affects no other
-// reader): pages it brought in ahead would look like someone else's. The
-// workers' large, parallel reads keep the device busy without it.
-type cacheSparing struct {
+// dropped (POSIX_FADV_DONTNEED) once copied out. Kernel readahead must be
+// off for the file handle from its first read on (Open does that): pages
+// it brought in ahead would look like someone else's and never be
+// dropped, and a readahead mark left by one early read keeps asynchronous
+// readahead going through the whole file even after POSIX_FADV_RANDOM.
+// The workers' large, parallel reads keep the device busy without it.
+type Sparing struct {
 	f       *os.File
 	fd      int
 	noProbe atomic.Bool // RWF_NOWAIT is refused: read plainly, drop nothing
 }
 
-func newCacheSparing(f *os.File) *cacheSparing {
-	c := &cacheSparing{f: f, fd: int(f.Fd())}
+// Open opens a disk image for reading with kernel readahead off
+// (POSIX_FADV_RANDOM, which affects this handle only), as NewSparing needs.
+func Open(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM) // NewSparing checks
+	return f, nil
+}
+
+// NewSparing reads f, which Open opened and which stays owned by the
+// caller. A file opened otherwise is read plainly, through the cache.
+func NewSparing(f *os.File) *Sparing {
+	c := &Sparing{f: f, fd: int(f.Fd())}
+	// Setting it again is harmless; failing means no readahead control.
 	if unix.Fadvise(c.fd, 0, 0, unix.FADV_RANDOM) != nil {
-		c.noProbe.Store(true) // with readahead on, nothing could be told apart
+		c.noProbe.Store(true)
 	}
 	return c
 }
 
 // ReadAt reads like os.File.ReadAt, including io.EOF at the end.
-func (c *cacheSparing) ReadAt(p []byte, off int64) (int, error) {
+func (c *Sparing) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 || c.noProbe.Load() {
 		return c.f.ReadAt(p, off)
 	}

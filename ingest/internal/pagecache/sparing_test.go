@@ -1,4 +1,4 @@
-package source
+package pagecache
 
 import (
 	"bytes"
@@ -42,8 +42,8 @@ func countCached(c []bool) (n int) {
 }
 
 // uncachedImage writes size random bytes to a file on a disk-backed file
-// system (the package directory: a tmpfs /tmp cannot drop pages) and drops
-// its pages from the page cache.
+// system (the package directory: a tmpfs /tmp cannot drop pages), drops
+// its pages from the page cache and opens it with Open.
 func uncachedImage(t *testing.T, size int) (*os.File, []byte) {
 	t.Helper()
 	dir, err := os.MkdirTemp(".", "cachesparing-")
@@ -60,34 +60,45 @@ func uncachedImage(t *testing.T, size int) (*os.File, []byte) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(path)
+	w, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(w.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	f, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
 	if n := countCached(cachedPages(t, f, size)); n != 0 {
 		t.Fatalf("%d pages of the test image stay cached after POSIX_FADV_DONTNEED: this file system cannot drop pages", n)
 	}
 	return f, data
 }
 
-// TestCacheSparingDropsWhatItBroughtIn: reading a cold image through
-// cacheSparing returns its bytes and leaves none of them in the page cache,
+// TestSparingDropsWhatItBroughtIn: reading a cold image through
+// Sparing returns its bytes and leaves none of them in the page cache,
 // while pages that were cached before the read stay cached.
-func TestCacheSparingDropsWhatItBroughtIn(t *testing.T) {
+func TestSparingDropsWhatItBroughtIn(t *testing.T) {
 	const size = 8 << 20
 	f, data := uncachedImage(t, size)
 	page := os.Getpagesize()
 
-	// Someone else reads the second MiB: those pages are theirs.
-	theirs := make([]byte, 1<<20)
-	if _, err := f.ReadAt(theirs, 1<<20); err != nil {
+	// Someone else reads the second MiB through a handle of their own:
+	// those pages are theirs. (Their readahead is off too, so that the
+	// test knows exactly which pages they brought in.)
+	other, err := Open(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.ReadAt(make([]byte, 1<<20), 1<<20); err != nil {
 		t.Fatal(err)
 	}
 	before := cachedPages(t, f, size)
@@ -99,7 +110,7 @@ func TestCacheSparingDropsWhatItBroughtIn(t *testing.T) {
 
 	// Read everything in 1 MiB pieces, as the backup workers do, and one
 	// piece that straddles the cached MiB.
-	c := newCacheSparing(f)
+	c := NewSparing(f)
 	got := make([]byte, size)
 	for off := 0; off < size; off += 1 << 20 {
 		if n, err := c.ReadAt(got[off:off+1<<20], int64(off)); err != nil || n != 1<<20 {
@@ -111,7 +122,7 @@ func TestCacheSparingDropsWhatItBroughtIn(t *testing.T) {
 		t.Fatalf("straddling ReadAt = %d, %v", n, err)
 	}
 	if !bytes.Equal(got, data) || !bytes.Equal(straddle, data[1<<19+1<<20:1<<19+2<<20]) {
-		t.Fatal("cacheSparing returned other bytes than the file holds")
+		t.Fatal("Sparing returned other bytes than the file holds")
 	}
 
 	after := cachedPages(t, f, size)
@@ -126,12 +137,12 @@ func TestCacheSparingDropsWhatItBroughtIn(t *testing.T) {
 	}
 }
 
-// TestCacheSparingEnd: at and past the end of the image, ReadAt behaves as
+// TestSparingEnd: at and past the end of the image, ReadAt behaves as
 // os.File.ReadAt does (short read with io.EOF), cached or not.
-func TestCacheSparingEnd(t *testing.T) {
+func TestSparingEnd(t *testing.T) {
 	const size = 1<<20 + 1000
 	f, data := uncachedImage(t, size)
-	c := newCacheSparing(f)
+	c := NewSparing(f)
 	for _, warm := range []bool{false, true} {
 		buf := make([]byte, 1<<20)
 		n, err := c.ReadAt(buf, 1<<19)
