@@ -10,4 +10,9 @@
 // verify and write) batches of 16 blocks, and for backups a finalizer stores
 // each block table once all its blocks are done. Memory is bounded by the
 // number of batches in flight, not by the disk size.
+//
+// Sources are read around the page cache (package internal/pagecache):
+// what the backup brings in is dropped as soon as it is copied out, and
+// what other users had cached stays, so backing up a multi-TiB disk does
+// not evict the host's working set.
 package ingest
