@@ -12,6 +12,7 @@ import (
 
 	"github.com/cairn-backup/cairn/ingest/source"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/directio"
 )
 
 // batchBlocks is how many consecutive blocks one worker reads at once.
@@ -174,7 +175,7 @@ func (di *diskIngest) produce(ctx context.Context, batches chan<- batch, tables 
 // work reads batches and stores their blocks. After a failure it keeps
 // draining the channel so that no table waits for a batch forever.
 func (di *diskIngest) work(ctx context.Context, batches <-chan batch) error {
-	buf := make([]byte, batchBlocks*di.bs)
+	buf := directio.Buffer(int(batchBlocks * di.bs)) // aligned: sources may read it with O_DIRECT
 	var err error
 	for bt := range batches {
 		if err == nil {

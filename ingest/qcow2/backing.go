@@ -107,7 +107,7 @@ func openBacking(parent, name, fmtName string, c *chain) (backingFile, error) {
 		}
 	}
 	if fmtName == "raw" {
-		return &rawFile{f: f, data: pagecache.NewSparing(f), size: size}, nil
+		return &rawFile{f: f, data: pagecache.NewSparing(f, size), size: size}, nil
 	}
 	im, err := openQcow2(path, f, size, c)
 	if err != nil {
@@ -196,7 +196,7 @@ func (r *rawFile) extentsIn(start, end int64, emit func(off, n int64) error) err
 	return dataExtents(r.f, start, end, emit)
 }
 
-func (r *rawFile) Close() error { return r.f.Close() }
+func (r *rawFile) Close() error { r.data.Close(); return r.f.Close() }
 
 // The qcow2 Image is itself a backing file.
 

@@ -66,6 +66,7 @@ func (im *Image) ClusterSize() int { return int(im.clusterSize) }
 // than once.
 func (im *Image) Close() error {
 	im.closeOnce.Do(func() {
+		im.data.Close()
 		err := im.f.Close()
 		if im.backing != nil {
 			if berr := im.backing.Close(); err == nil {
@@ -135,7 +136,7 @@ func newImage(path string, f *os.File, fileSize int64) (*Image, error) {
 	im := &Image{
 		path:        path,
 		f:           f,
-		data:        pagecache.NewSparing(f),
+		data:        pagecache.NewSparing(f, fileSize),
 		fileSize:    fileSize,
 		hdr:         h,
 		size:        int64(h.size) &^ 511, // QEMU ignores a partial last sector

@@ -29,7 +29,7 @@ func (r *rawFile) ReadAt(p []byte, off int64) (int, error) {
 
 func (r *rawFile) Size() int64    { return r.size }
 func (r *rawFile) Format() string { return "raw" }
-func (r *rawFile) Close() error   { return r.f.Close() }
+func (r *rawFile) Close() error   { r.rd.Close(); return r.f.Close() }
 
 func (r *rawFile) Extents(fn func(off, length int64) error) error {
 	fd := int(r.f.Fd())
@@ -71,13 +71,13 @@ func openBlockDevice(f *os.File) (Source, error) {
 		f.Close()
 		return nil, fmt.Errorf("block device %s: size: %w", f.Name(), err)
 	}
-	return &blockDevice{f: f, rd: pagecache.NewSparing(f), size: size}, nil
+	return &blockDevice{f: f, rd: pagecache.NewSparing(f, size), size: size}, nil
 }
 
 func (b *blockDevice) ReadAt(p []byte, off int64) (int, error) { return b.rd.ReadAt(p, off) }
 func (b *blockDevice) Size() int64                             { return b.size }
 func (b *blockDevice) Format() string                          { return "block device" }
-func (b *blockDevice) Close() error                            { return b.f.Close() }
+func (b *blockDevice) Close() error                            { b.rd.Close(); return b.f.Close() }
 func (b *blockDevice) Extents(fn func(off, length int64) error) error {
 	if b.size == 0 {
 		return nil

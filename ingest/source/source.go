@@ -56,7 +56,7 @@ func Open(path string) (Source, error) {
 		}
 		return qcowSource{img}, nil
 	}
-	return &rawFile{f: f, rd: pagecache.NewSparing(f), size: st.Size()}, nil
+	return &rawFile{f: f, rd: pagecache.NewSparing(f, st.Size()), size: st.Size()}, nil
 }
 
 type qcowSource struct{ *qcow2.Image }

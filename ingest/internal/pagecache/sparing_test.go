@@ -110,7 +110,7 @@ func TestSparingDropsWhatItBroughtIn(t *testing.T) {
 
 	// Read everything in 1 MiB pieces, as the backup workers do, and one
 	// piece that straddles the cached MiB.
-	c := NewSparing(f)
+	c := NewSparing(f, size)
 	got := make([]byte, size)
 	for off := 0; off < size; off += 1 << 20 {
 		if n, err := c.ReadAt(got[off:off+1<<20], int64(off)); err != nil || n != 1<<20 {
@@ -142,7 +142,7 @@ func TestSparingDropsWhatItBroughtIn(t *testing.T) {
 func TestSparingEnd(t *testing.T) {
 	const size = 1<<20 + 1000
 	f, data := uncachedImage(t, size)
-	c := NewSparing(f)
+	c := NewSparing(f, size)
 	for _, warm := range []bool{false, true} {
 		buf := make([]byte, 1<<20)
 		n, err := c.ReadAt(buf, 1<<19)
@@ -154,6 +154,52 @@ func TestSparingEnd(t *testing.T) {
 		}
 		if _, err := f.ReadAt(make([]byte, size), 0); err != nil { // now all cached
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestSparingPieces reads random ranges, at unaligned offsets into
+// unaligned buffers, of a partly cached file: the bytes are the file's,
+// the cached pages stay, and no page read from the device stays cached,
+// whether it was read with O_DIRECT (the aligned middle of a run) or
+// through the cache (its unaligned ends).
+func TestSparingPieces(t *testing.T) {
+	const size = 4<<20 + 777
+	f, data := uncachedImage(t, size)
+	page := os.Getpagesize()
+	other, err := Open(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.ReadAt(make([]byte, 64<<10), 1<<20+8192); err != nil { // theirs
+		t.Fatal(err)
+	}
+	theirs := cachedPages(t, f, size)
+	c := NewSparing(f, size)
+	defer c.Close()
+	if c.direct == nil {
+		t.Fatal("no O_DIRECT handle on a disk-backed file system")
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	backing := make([]byte, 2<<20+page)
+	for range 200 {
+		off := rng.Int64N(size)
+		n := rng.IntN(1 << 20)
+		shift := rng.IntN(3) * (page / 2) // 0, half a page, a page into an aligned buffer
+		p := backing[shift : shift+n]
+		got, err := c.ReadAt(p, off)
+		want := min(int64(n), size-off)
+		if int64(got) != want || !bytes.Equal(p[:got], data[off:off+int64(got)]) {
+			t.Fatalf("ReadAt(%d bytes at %d, buffer +%d) = %d, %v; want %d bytes of the file", n, off, shift, got, err, want)
+		}
+		if (int64(n) > want) != errors.Is(err, io.EOF) || err != nil && !errors.Is(err, io.EOF) {
+			t.Fatalf("ReadAt(%d bytes at %d) across the end = %v", n, off, err)
+		}
+	}
+	for i, cached := range cachedPages(t, f, size) {
+		if cached != theirs[i] {
+			t.Errorf("page %d: cached %v after the reads, %v before", i, cached, theirs[i])
 		}
 	}
 }
