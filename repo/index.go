@@ -285,16 +285,6 @@ func (b *packBatch) add(id PackID, entries []packEntry, size int64) error {
 func (b *packBatch) flush() error { return b.wb.Flush() }
 func (b *packBatch) cancel()      { b.wb.Cancel() }
 
-// addPack records one pack and its blobs.
-func (ix *index) addPack(id PackID, entries []packEntry, size int64) error {
-	b := ix.newPackBatch()
-	defer b.cancel()
-	if err := b.add(id, entries, size); err != nil {
-		return err
-	}
-	return b.flush()
-}
-
 // removePacks drops the records of packs and of every blob whose record
 // points into them; replace supplies another live copy of a blob, if any.
 func (ix *index) removePacks(gone map[PackID]bool, replace func(ID) (packEntry, bool)) error {

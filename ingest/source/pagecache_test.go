@@ -5,11 +5,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/cairn-backup/cairn/fs/testimg"
+	"github.com/cairn-backup/cairn/ingest/internal/pagecache"
 )
 
 // residentPages counts the pages of the file at path in the page cache.
@@ -20,19 +20,19 @@ func residentPages(t *testing.T, path string) int {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	st, _ := f.Stat()
-	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	st, err := f.Stat()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatal(e)
+	cached, err := pagecache.Resident(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
 	}
 	n := 0
-	for _, v := range vec {
-		n += int(v & 1)
+	for _, c := range cached {
+		if c {
+			n++
+		}
 	}
 	return n
 }

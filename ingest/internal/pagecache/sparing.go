@@ -173,6 +173,28 @@ func (c *Sparing) readCached(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// Resident reports, page by page, which of the first size bytes of f are
+// in the page cache (as mincore shows them to the caller).
+func Resident(f *os.File, size int64) ([]bool, error) {
+	if size <= 0 {
+		return nil, nil
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (size+page-1)/page)
+	if err := mincore(m, vec); err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(vec))
+	for i, v := range vec {
+		out[i] = v&1 != 0
+	}
+	return out, nil
+}
+
 func eofIfNil(err error) error {
 	if err == nil {
 		return io.EOF

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,21 +14,26 @@ import (
 // cachedPages reports, for each page of f, whether it is in the page cache.
 func cachedPages(t *testing.T, f *os.File, size int) []bool {
 	t.Helper()
-	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
+	c, err := Resident(f, int64(size))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Munmap(m)
-	page := os.Getpagesize()
-	vec := make([]byte, (size+page-1)/page)
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatal(e)
+	return c
+}
+
+// readAsOther reads n bytes at off of the file through a handle of its
+// own, as another user of the host would: those pages are theirs. Its
+// readahead is off too, so that the test knows which pages it brought in.
+func readAsOther(t *testing.T, path string, n int, off int64) {
+	t.Helper()
+	other, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	out := make([]bool, len(vec))
-	for i, v := range vec {
-		out[i] = v&1 != 0
+	defer other.Close()
+	if _, err := other.ReadAt(make([]byte, n), off); err != nil {
+		t.Fatal(err)
 	}
-	return out
 }
 
 func countCached(c []bool) (n int) {
@@ -90,17 +94,7 @@ func TestSparingDropsWhatItBroughtIn(t *testing.T) {
 	f, data := uncachedImage(t, size)
 	page := os.Getpagesize()
 
-	// Someone else reads the second MiB through a handle of their own:
-	// those pages are theirs. (Their readahead is off too, so that the
-	// test knows exactly which pages they brought in.)
-	other, err := Open(f.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	if _, err := other.ReadAt(make([]byte, 1<<20), 1<<20); err != nil {
-		t.Fatal(err)
-	}
+	readAsOther(t, f.Name(), 1<<20, 1<<20) // the second MiB is theirs
 	before := cachedPages(t, f, size)
 	for i := (1 << 20) / page; i < (2<<20)/page; i++ {
 		if !before[i] {
@@ -167,14 +161,7 @@ func TestSparingPieces(t *testing.T) {
 	const size = 4<<20 + 777
 	f, data := uncachedImage(t, size)
 	page := os.Getpagesize()
-	other, err := Open(f.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	if _, err := other.ReadAt(make([]byte, 64<<10), 1<<20+8192); err != nil { // theirs
-		t.Fatal(err)
-	}
+	readAsOther(t, f.Name(), 64<<10, 1<<20+8192)
 	theirs := cachedPages(t, f, size)
 	c := NewSparing(f, size)
 	defer c.Close()
