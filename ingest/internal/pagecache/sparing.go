@@ -33,6 +33,11 @@ import (
 // mincore reports page-cache residency only to the file's owner, root, or
 // whoever may write the file; to anyone else every page looks resident,
 // and Sparing reads everything through the cache, as a plain reader would.
+//
+// Not covered: a cached page that carries the readahead mark of another
+// reader starts asynchronous readahead when read, whatever the handle's
+// advice; the pages it brings in look cached to the next reads, are left
+// in the cache, and may carry the mark further.
 type Sparing struct {
 	f        *os.File
 	fd       int
