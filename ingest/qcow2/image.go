@@ -105,6 +105,7 @@ func openQcow2(path string, f *os.File, size int64, c *chain) (*Image, error) {
 	if name := im.hdr.backingFile; name != "" {
 		b, err := openBacking(path, name, im.hdr.backingFormat, c)
 		if err != nil {
+			im.data.Close() // the caller closes f
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		im.backing = b
@@ -136,7 +137,6 @@ func newImage(path string, f *os.File, fileSize int64) (*Image, error) {
 	im := &Image{
 		path:        path,
 		f:           f,
-		data:        pagecache.NewSparing(f, fileSize),
 		fileSize:    fileSize,
 		hdr:         h,
 		size:        int64(h.size) &^ 511, // QEMU ignores a partial last sector
@@ -155,6 +155,7 @@ func newImage(path string, f *os.File, fileSize int64) (*Image, error) {
 	}
 	im.l2 = newL2Cache(im.clusterSize)
 	im.comp = newClusterCache(h.compressionType, im.clusterSize)
+	im.data = pagecache.NewSparing(f, fileSize) // last: nothing fails after it
 	return im, nil
 }
 
