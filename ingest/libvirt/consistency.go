@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -45,11 +44,7 @@ func (j *job) atPointInTime(ctx context.Context, fix func() error) error {
 		}
 	}
 	if j.o.Suspend && j.res.Consistency == "crash" {
-		resume, err := j.suspend()
-		if err != nil {
-			return err
-		}
-		defer resume()
+		return j.whileSuspended(fix)
 	}
 	return fix()
 }
@@ -117,40 +112,65 @@ func (j *job) noteOnce(format string, a ...any) {
 	j.note(format, a...)
 }
 
-// suspend pauses the guest with a bound: the guest resumes after
-// MaxSuspend even if the point in time is not fixed by then, in which case
-// the backup is only crash-consistent.
-func (j *job) suspend() (resume func(), err error) {
+// whileSuspended pauses the guest, calls fix and resumes the guest, with a
+// bound: once MaxSuspend has passed, the guest is resumed even if the
+// point in time is not fixed yet, and the backup is only crash-consistent.
+// The bound's resume never runs while fix talks to libvirt: resuming the
+// guest while libvirt set up the backup job crashed QEMU 7.2 (an assertion
+// in blk_ref). A fix that is under way when the bound passes finishes
+// first; the guest then stayed paused longer than the bound, with the
+// point fixed, and a note says so.
+func (j *job) whileSuspended(fix func() error) error {
 	suspendMu.Lock()
 	if err := j.c.L.DomainSuspend(j.dom); err != nil {
 		suspendMu.Unlock()
-		return nil, fmt.Errorf("suspend domain %s: %w", j.name, err)
+		return fmt.Errorf("suspend domain %s: %w", j.name, err)
 	}
 	start := time.Now()
-	var once sync.Once
-	var expired atomic.Bool // set by the timer's goroutine
-	var resumeErr error     // written inside once, read after it
-	do := func() {
-		once.Do(func() {
+	var mu sync.Mutex // held by fix and by the bound's resume
+	resumed, expired, fixed := false, false, false
+	var resumeErr error
+	resume := func() { // with mu held
+		if !resumed {
+			resumed = true
 			resumeErr = j.c.L.DomainResume(j.dom)
 			suspendMu.Unlock()
-		})
+		}
 	}
-	timer := time.AfterFunc(j.o.MaxSuspend, func() { expired.Store(true); do() })
+	timer := time.AfterFunc(j.o.MaxSuspend, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !fixed {
+			expired = true
+			resume()
+		}
+	})
+	defer timer.Stop()
+
+	mu.Lock()
+	defer mu.Unlock()
+	if time.Since(start) >= j.o.MaxSuspend { // the timer has not run yet
+		expired = true
+		resume()
+	}
 	j.res.Consistency = "suspended"
-	return func() {
-		timer.Stop()
-		do()
-		if resumeErr != nil {
-			j.note("resume failed: %v; resume it with `virsh resume %s`", resumeErr, j.name)
-		}
-		if expired.Load() {
-			j.res.Consistency = "crash"
-			j.note("the guest was resumed after the suspension bound of %s, before the backup point was fixed: crash-consistent", j.o.MaxSuspend)
-		} else {
-			j.note("guest suspended for %s", time.Since(start).Round(time.Millisecond))
-		}
-	}, nil
+	err := fix()
+	fixed = true
+	paused := time.Since(start)
+	resume()
+	if resumeErr != nil {
+		j.note("resume failed: %v; resume it with `virsh resume %s`", resumeErr, j.name)
+	}
+	switch {
+	case expired:
+		j.res.Consistency = "crash"
+		j.note("the guest was resumed after the suspension bound of %s, before the backup point was fixed: crash-consistent", j.o.MaxSuspend)
+	case paused > j.o.MaxSuspend:
+		j.note("guest suspended for %s, longer than the bound of %s: fixing the backup point was under way when the bound passed", paused.Round(time.Millisecond), j.o.MaxSuspend)
+	default:
+		j.note("guest suspended for %s", paused.Round(time.Millisecond))
+	}
+	return err
 }
 
 // hook runs a user command with the domain in its environment.

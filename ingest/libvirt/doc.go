@@ -49,7 +49,8 @@
 // agent that froze nothing, or no agent, gives "crash" with a note. Without
 // Quiesce, a domain with a guest agent channel gets a note that it could be
 // quiesced. Options.Suspend pauses the guest instead (one guest at a time,
-// resumed after MaxSuspend at the latest: "suspended"). Pre and post
+// resumed after MaxSuspend at the latest, or when the libvirt call fixing
+// the point returns if one is under way then: "suspended"). Pre and post
 // commands run on this machine. test/libvirt proves the agent path against
 // the real qemu-ga in a Linux guest built by scripts/libvirt/guest-image.sh.
 //
