@@ -224,7 +224,7 @@ start_ceph() {
   launch ceph-osd ceph-osd -c "$cc" -i 0 -f
   osd_up() { [[ $(ceph osd stat 2>/dev/null) == *"1 up"* ]]; }
   until_ok 120 ceph-osd "$STATE/log/ceph-osd.out" osd_up
-  if ! ceph osd pool ls | grep -qx volumes; then
+  if ! ceph osd pool ls | grep -x volumes >/dev/null; then  # not -q: an early exit could fail the pipe under pipefail
     ceph osd pool create volumes 16 >/dev/null
     ceph osd pool set volumes size 1 --yes-i-really-mean-it >/dev/null
     timeout 120 rbd -c "$cc" pool init volumes
@@ -241,7 +241,7 @@ start_cinder() {
   launch cinder-scheduler cinder-scheduler --config-file "$conf"
   # cinder-volume reports its pools at start, then every 60 s: start it only
   # once the scheduler listens, or volumes fail "No valid backend" for a minute
-  sched_queue() { rabbitmqctl_q list_queues name 2>/dev/null | grep -q '^cinder-scheduler_fanout'; }
+  sched_queue() { rabbitmqctl_q list_queues name 2>/dev/null | grep '^cinder-scheduler_fanout' >/dev/null; }
   until_ok 90 cinder-scheduler "$STATE/log/cinder-scheduler.log" sched_queue
   # scripts/openstack/ceph-retry.sh: `ceph mon dump` on each attach retried
   # past a ceph client race that failed attaches in CI
