@@ -40,19 +40,7 @@ func TestDirtyJournal(t *testing.T) {
 			// tries again with more rounds.
 			rounds := c.rounds
 			for wrapTry := 1; ; wrapTry++ {
-				var dirty string
-				for attempt := 1; ; attempt++ {
-					var ok bool
-					rounds++
-					dirty, ok = makeDirty(t, c.mkfs, rounds)
-					if ok {
-						break
-					}
-					if attempt == 4 {
-						t.Fatal("could not catch the file system with committed, unchecked-pointed transactions in its journal")
-					}
-				}
-				rec := checkDirty(t, dirty)
+				rec := checkDirty(t, catchDirty(t, c.mkfs, &rounds))
 				if !strings.HasSuffix(c.name, "-wrap") || rec.wrapped {
 					return
 				}
@@ -62,6 +50,21 @@ func TestDirtyJournal(t *testing.T) {
 				t.Logf("try %d: the replayed log did not wrap round the end of the journal; again with more rounds", wrapTry)
 			}
 		})
+	}
+}
+
+// catchDirty makes dirty copies with one more round each time until one
+// really needs replay (see makeDirty), at most 4 times; *rounds is the
+// number of rounds of the last try.
+func catchDirty(t *testing.T, mkfs []string, rounds *int) string {
+	for attempt := 1; ; attempt++ {
+		*rounds++
+		if dirty, ok := makeDirty(t, mkfs, *rounds); ok {
+			return dirty
+		}
+		if attempt == 4 {
+			t.Fatal("could not catch the file system with committed, unchecked-pointed transactions in its journal")
+		}
 	}
 }
 
