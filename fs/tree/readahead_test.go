@@ -1,6 +1,7 @@
 package tree
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -29,9 +30,9 @@ func TestReadaheadFollowsTheReader(t *testing.T) {
 		off += hop
 	}
 	read := int64(reads) * int64(len(buf))
-	if limit := off/bs + (2*read+minWindow)/bs; small.hwm > limit {
+	if limit := off/bs + (2*read+minWindow)/bs; lastStream(small).hwm > limit {
 		t.Errorf("%d reads of 4 KiB, %d KiB apart, queued blocks up to %d, want at most %d (twice what was read past the last read, plus the first window)",
-			reads, hop>>10, small.hwm, limit)
+			reads, hop>>10, lastStream(small).hwm, limit)
 	}
 
 	big := tr.newHandle(p, d, 0, d.Size)
@@ -41,9 +42,22 @@ func TestReadaheadFollowsTheReader(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if want := big.maxWindow(sourceOf(big, t)); big.window != want {
-		t.Errorf("after 40 MiB of 1 MiB reads the window is %d blocks, want the maximum %d", big.window, want)
+	if want := big.maxWindow(sourceOf(big, t)); lastStream(big).window != want {
+		t.Errorf("after 40 MiB of 1 MiB reads the window is %d blocks, want the maximum %d", lastStream(big).window, want)
 	}
+}
+
+// lastStream is the stream of the handle's last read.
+func lastStream(h *diskHandle) *stream {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := &h.streams[0]
+	for i := range h.streams {
+		if h.streams[i].used > st.used {
+			st = &h.streams[i]
+		}
+	}
+	return st
 }
 
 func sourceOf(h *diskHandle, t *testing.T) *source {
@@ -108,5 +122,66 @@ func TestDropBehind(t *testing.T) {
 			t.Fatalf("random read %d at %d MiB: asked to drop %d+%d", i, off>>20, s.DropOff, s.DropLen)
 		}
 		s.Release()
+	}
+}
+
+// TestStreamsOfOneHandle: the mount shares one handle among all readers of
+// a file. Two readers streaming different halves of it, their reads
+// interleaved, each keep their own readahead (the window reaches its
+// maximum) and drop-behind (each hands back its own half in order, without
+// gaps); random reads in between do not reset them.
+func TestStreamsOfOneHandle(t *testing.T) {
+	f := newFixture(t)
+	const half = 128 << 20
+	path := filepath.Join(f.dir, "two.raw")
+	img := make([]byte, 2*half)
+	for i := range img {
+		img[i] = byte(i*7 + i>>11 + i>>17)
+	}
+	if err := os.WriteFile(path, img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := f.backup(t, "vm", [2]string{"vda", path})
+	tr := f.tree(Options{CacheBytes: 256 << 20})
+	d := &p.Disks[0]
+	h := tr.newHandle(p, d, 0, d.Size)
+	src := sourceOf(h, t)
+
+	dropped := [2]int64{0, half} // reader i's ranges so far cover [start, dropped[i])
+	var windows [2]int64
+	for k := int64(0); k < half; k += 1 << 20 {
+		for i := range 2 {
+			off := int64(i)*half + k
+			s, err := h.ReadSlices(off, 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := bytes.Join(s.Vec, nil); !bytes.Equal(got, img[off:off+1<<20]) {
+				t.Fatalf("reader %d at %d MiB: wrong bytes", i, off>>20)
+			}
+			windows[i] = lastStream(h).window
+			if s.DropLen > 0 {
+				if s.DropOff != dropped[i] {
+					t.Fatalf("reader %d at %d MiB: drop from %d MiB, want %d MiB (its own ranges, in order, no gaps)",
+						i, off>>20, s.DropOff>>20, dropped[i]>>20)
+				}
+				dropped[i] += s.DropLen
+			}
+			s.Release()
+		}
+		// A random 4 KiB read now and then, far from both.
+		if k%(8<<20) == 0 {
+			if _, err := h.ReadAt(make([]byte, 4096), (k*7919)%(2*half)&^4095); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range 2 {
+		if want := h.maxWindow(src); windows[i] != want {
+			t.Errorf("reader %d: window %d blocks after its half, want the maximum %d", i, windows[i], want)
+		}
+		if left := int64(i)*half + half - dropped[i]; left > dropLag+dropStep {
+			t.Errorf("reader %d: %d MiB of its half not handed back to drop, want at most %d", i, left>>20, (dropLag+dropStep)>>20)
+		}
 	}
 }

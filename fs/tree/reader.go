@@ -229,20 +229,35 @@ func (s *source) await(b int64) {
 // ---------------------------------------------------------------- handles
 
 // diskHandle reads bytes [base, base+size) of a disk: the whole disk or
-// one partition.
+// one partition. The mount keeps one handle per file, shared by every
+// process reading it, so the handle follows up to maxStreams sequential
+// readers at once (two dd of different halves, a qemu-img convert while
+// someone greps the image): each read belongs to the stream it continues,
+// or starts a new one in place of the stream used least recently.
 type diskHandle struct {
 	t          *Tree
 	p          *repo.RestorePoint
 	d          *repo.Disk
 	base, size int64
 
-	mu     sync.Mutex
-	next   int64 // where a sequential read would start
-	window int64 // readahead, in blocks (0: not sequential)
-	hwm    int64 // blocks below this were queued for prefetch already
-	run    int64 // bytes read by the current sequential run
-	kept   int64 // the run's bytes from here on are still cached
+	mu      sync.Mutex
+	streams [maxStreams]stream
+	clock   uint64 // counts reads, to find the stream used least recently
 }
+
+// stream is what a handle knows of one sequential reader.
+type stream struct {
+	next   int64  // where a sequential read would start
+	window int64  // readahead, in blocks (0: not sequential)
+	hwm    int64  // blocks below this were queued for prefetch already
+	run    int64  // bytes read by the current sequential run
+	kept   int64  // the run's bytes from here on are still cached
+	used   uint64 // the handle's clock at its last read; 0: never used
+}
+
+// maxStreams is how many sequential readers of one file keep their own
+// readahead and drop-behind.
+const maxStreams = 4
 
 func (t *Tree) newHandle(p *repo.RestorePoint, d *repo.Disk, base, size int64) *diskHandle {
 	return &diskHandle{t: t, p: p, d: d, base: base, size: size}
@@ -296,9 +311,9 @@ func (h *diskHandle) ReadSlices(off int64, n int) (*Slices, error) {
 		return nil, h.fail(abs, err)
 	}
 	first, last := abs/src.bs, (abs+int64(n)-1)/src.bs
-	h.readahead(src, off, n, first, last)
+	st := h.readahead(src, off, n, first, last)
 	s := &Slices{Vec: make([][]byte, 0, last-first+1), N: n}
-	s.DropOff, s.DropLen = h.dropBehind(src)
+	s.DropOff, s.DropLen = h.dropBehind(src, st)
 	zeroRun := 0 // bytes of zeros not yet in s.Vec
 	flushZeros := func() {
 		for zeroRun > 0 {
@@ -334,14 +349,11 @@ func (h *diskHandle) ReadSlices(off int64, n int) (*Slices, error) {
 	return s, nil
 }
 
-// readahead decides what to prefetch for a read of n bytes at off
-// covering blocks first..last, and queues it.
-func (h *diskHandle) readahead(src *source, off int64, n int, first, last int64) {
-	if h.t.disks.jobs == nil {
-		return
-	}
-	endBlock := (h.base + h.size + src.bs - 1) / src.bs // past the handle's last block
-	h.mu.Lock()
+// streamFor returns the stream a read at off of n bytes continues, or, for
+// a read that continues none, a new stream in place of the one used least
+// recently (fresh says which). Called with h.mu held.
+func (h *diskHandle) streamFor(off int64, n int) (st *stream, fresh bool) {
+	h.clock++
 	// How far ahead of the expected offset a read may start and still be
 	// sequential scales with its size: the kernel's 1 MiB readahead
 	// requests arrive a little out of order; a guest file system reader
@@ -349,34 +361,61 @@ func (h *diskHandle) readahead(src *source, off int64, n int, first, last int64)
 	// the other with gaps, gains from prefetching the region (cp -a); but
 	// hops of several MiB between small reads are not sequential.
 	ahead := min(seqSlack, max(8*int64(n), seqSmallHop))
-	if off >= h.next-seqSlack && off <= h.next+ahead {
-		h.next = max(h.next, off+int64(n))
-		h.run += int64(n)
+	var lru *stream
+	var gap int64
+	for i := range h.streams {
+		c := &h.streams[i]
+		if c.used != 0 && off >= c.next-seqSlack && off <= c.next+ahead {
+			if d := max(off-c.next, c.next-off); st == nil || d < gap {
+				st, gap = c, d
+			}
+		}
+		if lru == nil || c.used < lru.used {
+			lru = c
+		}
+	}
+	if st == nil {
+		st, fresh = lru, true
+	}
+	st.used = h.clock
+	return st, fresh
+}
+
+// readahead decides what to prefetch for a read of n bytes at off
+// covering blocks first..last, queues it, and returns the read's stream.
+func (h *diskHandle) readahead(src *source, off int64, n int, first, last int64) *stream {
+	endBlock := (h.base + h.size + src.bs - 1) / src.bs // past the handle's last block
+	h.mu.Lock()
+	st, fresh := h.streamFor(off, n)
+	if fresh { // a jump: no readahead, but the read's own blocks in parallel
+		*st = stream{next: off + int64(n), hwm: first + 1, run: int64(n), kept: off, used: st.used}
+	} else {
+		st.next = max(st.next, off+int64(n))
+		st.run += int64(n)
 		// Grow the window and queue more only once the reader has used
 		// half of what is queued ahead of it (the kernel's readahead does
 		// the same): many small reads within a few blocks, such as a guest
 		// file system walking its inode table, must not blow the window up
 		// to its maximum and decode megabytes nobody reads.
-		if h.window > 0 && last+1 < h.hwm-h.window/2 {
+		if st.window > 0 && last+1 < st.hwm-st.window/2 {
 			h.mu.Unlock()
-			return
+			return st
 		}
 		// The window never exceeds twice what the run has read: a run of
 		// small reads (a guest file system reading its inode table, 256
 		// bytes per file of a directory) reads far less than a run of the
 		// kernel's 1 MiB requests and must not prefetch as much.
-		grow := min(max(2*h.window, minWindow/src.bs), h.maxWindow(src))
-		h.window = max(1, min(grow, 2*h.run/src.bs))
-	} else { // a jump: no readahead, but the read's own blocks in parallel
-		h.window, h.next, h.hwm, h.run, h.kept = 0, off+int64(n), first+1, int64(n), off
+		grow := min(max(2*st.window, minWindow/src.bs), h.maxWindow(src))
+		st.window = max(1, min(grow, 2*st.run/src.bs))
 	}
-	from := max(h.hwm, first+1) // the reader loads the first block itself
-	to := min(last+1+h.window, endBlock)
-	h.hwm = max(h.hwm, to)
+	from := max(st.hwm, first+1) // the reader loads the first block itself
+	to := min(last+1+st.window, endBlock)
+	st.hwm = max(st.hwm, to)
 	h.mu.Unlock()
-	if from < to {
+	if from < to && h.t.disks.jobs != nil {
 		h.t.disks.prefetch(src, from, to)
 	}
+	return st
 }
 
 // dropBehind returns the range a long sequential run has left more than
@@ -389,14 +428,14 @@ func (h *diskHandle) readahead(src *source, off int64, n int, first, last int64)
 // per page: reading an 8 GiB image with the pages 64 MiB behind dropped
 // ran at 6.7-7.2 GB/s, keeping them at 0.26-0.35 GB/s. Random reads and
 // short runs keep everything.
-func (h *diskHandle) dropBehind(src *source) (off, n int64) {
+func (h *diskHandle) dropBehind(src *source, st *stream) (off, n int64) {
 	h.mu.Lock()
-	if h.window == 0 || h.next-h.kept < dropLag+dropStep {
+	if st.window == 0 || st.next-st.kept < dropLag+dropStep {
 		h.mu.Unlock()
 		return 0, 0
 	}
-	off, n = h.kept, h.next-dropLag-h.kept
-	h.kept += n
+	off, n = st.kept, st.next-dropLag-st.kept
+	st.kept += n
 	h.mu.Unlock()
 	// Pack pages of the blocks wholly inside the range.
 	first := (h.base + off + src.bs - 1) / src.bs
