@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cairn mount benchmark: the restore browser over a real image, in one run
 # (test/mount's TestBenchMount): cat of the source image vs cat and dd of
-# vda.raw through the mount, cold and warm random 4 KiB reads, cp -a of a
+# vda.raw through the mount, dd next to the FUSE ceiling (a FUSE server that
+# only hands over memory), cold and warm random 4 KiB reads, cp -a of a
 # guest directory from the mount vs from a kernel loop mount of the same
 # partition (root), first ls -l of a restore point and of a 5000-entry guest
 # directory, daemon peak RSS.
