@@ -57,18 +57,13 @@ func TestBenchMount(t *testing.T) {
 	// Each run below starts with the page cache dropped: otherwise the
 	// 8 GiB that the previous run left cached must be reclaimed page by
 	// page while the next one reads, and the later runs pay for the earlier.
-	{
-		dropCaches(t)
-		m := startMount(t, repoDir, "--cache-size", cache)
-		el := catTime(t, m.path("bench", "latest", "vda.raw"))
-		t.Logf("cat of vda.raw, fresh mount: %.0f MB/s (%.2fx cat of the source image, cold)", float64(st.Size())/el.Seconds()/1e6, srcCat.Seconds()/el.Seconds())
-		m.stop(15)
-	}
-	// Twice, each time next to the FUSE ceiling: the same dd through a
-	// FUSE server that only hands over memory, with the mount's options,
-	// readahead and drop-behind. Between the two lies what cairn does per
-	// byte; above the ceiling nothing on this machine's FUSE goes. The
-	// pairs say how much of a difference is the host's mood.
+	//
+	// dd and cat of vda.raw, twice, each time next to the FUSE ceiling:
+	// the same dd through a FUSE server that only hands over memory, with
+	// the mount's options, readahead and drop-behind. Between the two lies
+	// what cairn does per byte; above the ceiling nothing on this
+	// machine's FUSE goes. The rounds say how much of a difference is the
+	// host's mood.
 	for i := 0; i < 2; i++ {
 		ceil := fuseCeiling(t, st.Size(), true)
 		t.Logf("FUSE ceiling, dd bs=1M of as many bytes from a server that only hands over memory: %s", ceil)
@@ -87,6 +82,14 @@ func TestBenchMount(t *testing.T) {
 		t.Logf("sequential dd bs=1M, fresh mount (cache %s): %.0f MB/s = %.2fx the FUSE ceiling (%s; daemon CPU %.2f s, %.2f CPU-s/GiB; max RSS %s)",
 			cache, rate/1e6, rate/ceil.rate, ddRate(out), cpu, cpu/(float64(st.Size())/(1<<30)), procHWM(t, m.cmd.Process.Pid))
 		m.stop(15)
+
+		dropCaches(t)
+		m = startMount(t, repoDir, "--cache-size", cache)
+		el = catTime(t, m.path("bench", "latest", "vda.raw"))
+		rate = float64(st.Size()) / el.Seconds()
+		t.Logf("cat of vda.raw, fresh mount: %.0f MB/s = %.2fx the FUSE ceiling, %.2fx cat of the source image (cold)",
+			rate/1e6, rate/ceil.rate, srcCat.Seconds()/el.Seconds())
+		m.stop(15)
 	}
 
 	// Random 4 KiB reads on a fresh mount: over the whole disk, and over
@@ -97,55 +100,71 @@ func TestBenchMount(t *testing.T) {
 		qd   int
 		data bool
 	}{{"anywhere", 1, false}, {"stored blocks", 1, true}, {"stored blocks", 8, true}} {
-		m := startMount(t, repoDir, "--cache-size", cache)
-		img := m.path("bench", "latest", "vda.raw")
-		var n atomic.Int64
-		var lat sync.Mutex
-		var worst time.Duration
-		deadline := time.Now().Add(5 * time.Second)
-		var wg sync.WaitGroup
-		for g := 0; g < c.qd; g++ {
-			wg.Add(1)
-			go func(g int) {
-				defer wg.Done()
-				f, err := os.Open(img)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				defer f.Close()
-				rng := rand.New(rand.NewPCG(uint64(g), 42))
-				buf := make([]byte, 4096)
-				for time.Now().Before(deadline) {
-					off := rng.Int64N(st.Size()/4096) * 4096
-					if c.data {
-						off = dataBlocks[rng.IntN(len(dataBlocks))]*65536 + rng.Int64N(16)*4096
-					}
-					t0 := time.Now()
-					if _, err := f.ReadAt(buf, off); err != nil {
-						t.Error(err)
-						return
-					}
-					d := time.Since(t0)
-					lat.Lock()
-					worst = max(worst, d)
-					lat.Unlock()
-					n.Add(1)
-				}
-			}(g)
+		pick := func(rng *rand.Rand) int64 {
+			if c.data {
+				return dataBlocks[rng.IntN(len(dataBlocks))]*65536 + rng.Int64N(16)*4096
+			}
+			return rng.Int64N(st.Size()/4096) * 4096
 		}
-		wg.Wait()
-		t.Logf("random 4 KiB reads, %s, %d in parallel, cold: %.0f reads/s (slowest %s)", c.name, c.qd, float64(n.Load())/5, worst.Round(time.Microsecond))
+		// The reference: the same reads of the source image file, cold,
+		// which is what the disk under the repository can do.
+		dropCaches(t)
+		ref, _ := randomReads(t, image, c.qd, pick)
+		dropCaches(t)
+		m := startMount(t, repoDir, "--cache-size", cache)
+		rate, worst := randomReads(t, m.path("bench", "latest", "vda.raw"), c.qd, pick)
+		t.Logf("random 4 KiB reads, %s, %d in parallel, cold: %.0f reads/s = %.2fx the source image's %.0f reads/s (slowest %s)",
+			c.name, c.qd, rate, rate/ref, ref, worst.Round(time.Microsecond))
 		m.stop(15)
 	}
 	benchWarmReads(t, repoDir, cache, dataBlocks)
 	benchGuest(t, repoDir, image, cache)
 }
 
+// randomReads reads 4 KiB at offsets from pick for 5 seconds, qd readers
+// at a time, and returns the reads per second and the slowest read.
+func randomReads(t *testing.T, path string, qd int, pick func(*rand.Rand) int64) (float64, time.Duration) {
+	var n atomic.Int64
+	var lat sync.Mutex
+	var worst time.Duration
+	deadline := time.Now().Add(5 * time.Second)
+	var wg sync.WaitGroup
+	for g := 0; g < qd; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			f, err := os.Open(path)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			rng := rand.New(rand.NewPCG(uint64(g), 42))
+			buf := make([]byte, 4096)
+			for time.Now().Before(deadline) {
+				off := pick(rng)
+				t0 := time.Now()
+				if _, err := f.ReadAt(buf, off); err != nil {
+					t.Error(err)
+					return
+				}
+				d := time.Since(t0)
+				lat.Lock()
+				worst = max(worst, d)
+				lat.Unlock()
+				n.Add(1)
+			}
+		}(g)
+	}
+	wg.Wait()
+	return float64(n.Load()) / 5, worst
+}
+
 // benchWarmReads reads the same 20,000 random 4 KiB blocks of stored data
 // twice on a fresh mount: the first pass is cold, the second warm (the
 // kernel's page cache and cairn's block cache).
 func benchWarmReads(t *testing.T, repoDir, cache string, dataBlocks []int64) {
+	dropCaches(t)
 	m := startMount(t, repoDir, "--cache-size", cache)
 	defer m.stop(15)
 	f, err := os.Open(m.path("bench", "latest", "vda.raw"))
