@@ -128,7 +128,7 @@ func Mount(mountpoint string, r *repo.Repository, o Options) (*Server, error) {
 		if ra == 0 {
 			ra = DefaultReadahead
 		}
-		if err := setReadahead(abs, ra); err != nil && o.Debug {
+		if err := SetReadahead(abs, ra); err != nil && o.Debug {
 			logger.Printf("could not raise the readahead of %s (reads stay 128 KiB requests): %v", abs, err)
 		}
 	}
@@ -140,9 +140,9 @@ func Mount(mountpoint string, r *repo.Repository, o Options) (*Server, error) {
 	return s, nil
 }
 
-// setReadahead sets the readahead of the file system mounted on dir
+// SetReadahead sets the readahead of the FUSE file system mounted on dir
 // through its backing device info in sysfs (root only).
-func setReadahead(dir string, bytes int64) error {
+func SetReadahead(dir string, bytes int64) error {
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 
 	cairnfs "github.com/cairn-backup/cairn/fs"
 )
@@ -152,14 +150,7 @@ func mountNull(t *testing.T, size int64, dropBehind bool) (string, func()) {
 			t.Errorf("unmount the null file system: %v", err)
 		}
 	}
-	// The readahead cairn's mount sets (fs.DefaultReadahead).
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		unmount()
-		t.Fatal(err)
-	}
-	bdi := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	if err := os.WriteFile(bdi, []byte(strconv.Itoa(cairnfs.DefaultReadahead>>10)), 0); err != nil {
+	if err := cairnfs.SetReadahead(dir, cairnfs.DefaultReadahead); err != nil {
 		t.Logf("could not set the readahead of the null mount: %v", err)
 	}
 	return filepath.Join(dir, "disk.raw"), unmount
