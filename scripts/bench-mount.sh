@@ -10,6 +10,8 @@
 #   IMAGE  a raw disk made by scripts/mkdisk.sh (partition 2 ext4, --many 5000)
 #   REPO   a repository holding a restore point of VM "bench" of IMAGE
 #          (CAIRN_PASSWORD unlocks it); without it one is made in a temp dir.
+#          Its newest point of "bench" is the one read: not .bench/repo after
+#          make bench, whose second point is of the image mutate.py damaged.
 # Env: CAIRN_BENCH_CACHE (256MiB), CAIRN_BENCH_GUEST_DIR (usr),
 #      CAIRN_BENCH_BIG_DIR (srv/many), CAIRN_BENCH_TMP (where copies go).
 set -euo pipefail
