@@ -74,7 +74,7 @@ func (f *nullFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, of
 	if f.dropBehind {
 		f.drop(off + n)
 	}
-	return vecResult(vec), 0
+	return fuse.ReadResultVector(vec), 0 // written with writev, as cairn's replies are
 }
 
 // drop sends the kernel an invalidation of what lies more than 64 MiB
@@ -92,30 +92,6 @@ func (f *nullFile) drop(end int64) {
 	f.mu.Unlock()
 	go f.NotifyContent(off, n)
 }
-
-// vecResult hands slices to the kernel without joining them.
-type vecResult [][]byte
-
-func (v vecResult) Bytes(buf []byte) ([]byte, fuse.Status) {
-	if len(v) == 1 {
-		return v[0], fuse.OK
-	}
-	k := 0
-	for _, b := range v {
-		k += copy(buf[k:], b)
-	}
-	return buf[:k], fuse.OK
-}
-
-func (v vecResult) Size() int {
-	k := 0
-	for _, b := range v {
-		k += len(b)
-	}
-	return k
-}
-
-func (v vecResult) Done() {}
 
 // mountNull mounts a directory holding one nullFile, disk.raw, with the
 // mount options and readahead of cairn's mount (fs.Mount), and returns the
